@@ -1,0 +1,29 @@
+"""Fine-tune the teacher base on the task's labels (the one train loop, hard labels only) and
+export it to run.output_dir/teacher as a plain Hugging Face model dir.
+
+    python jobs/finetune_teacher.py --config sst2 finetune.epochs=2
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+
+from distillray import cli, pipeline
+from distillray.ray_utils import ray_session
+
+
+@cli.entrypoint
+def main(argv: list[str] | None = None) -> int:
+    _, cfg = cli.parse(cli.parser(__doc__.splitlines()[0]), argv)
+    task = pipeline.preflight(cfg)
+    init_dir, _ = pipeline.teacher_init_dir(task)
+    with ray_session(cfg):
+        pipeline.check_cluster(cfg)
+        teacher_dir, result = pipeline.finetune_teacher(task, init_dir)
+    print(json.dumps({"teacher": teacher_dir, "steps": result.steps, **result.final}))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

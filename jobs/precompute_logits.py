@@ -1,0 +1,38 @@
+"""Precompute a teacher's logits into Arrow shards with Ray Data (resumable, cached by inputs).
+
+    python jobs/precompute_logits.py --config sst2 teacher.model=runs/sst2/teacher
+    ray job submit --working-dir . -- python jobs/precompute_logits.py --config sst2 ...
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+
+from distillray import cli, pipeline
+from distillray.ray_utils import ray_session
+
+logger = logging.getLogger("distillray.jobs.precompute")
+
+
+@cli.entrypoint
+def main(argv: list[str] | None = None) -> int:
+    _, cfg = cli.parse(cli.parser(__doc__.splitlines()[0]), argv)
+    task = pipeline.preflight(cfg, need_dev=False)
+    teacher_dir, finetuned = pipeline.teacher_init_dir(task)
+    if not finetuned:
+        logger.warning("teacher.model=%s is not fine-tuned for the labels %s: its logits come from a "
+                       "freshly initialised head (fine for smoke runs; for real work run "
+                       "jobs/finetune_teacher.py first, or jobs/distill.py)", cfg.teacher.model, task.labels.names)
+    with ray_session(cfg):
+        pipeline.check_cluster(cfg)
+        res = pipeline.precompute(task, teacher_dir)
+    print(json.dumps({"shard_dir": res.shard_dir, "rows": res.manifest["rows"],
+                      "shards": len(res.manifest["shards"]), "rows_computed": res.rows_computed,
+                      "reused": res.reused, "seconds": round(res.seconds, 2)}))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

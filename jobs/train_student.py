@@ -1,0 +1,49 @@
+"""Distil a student from a teacher-logit shard dir (made by jobs/precompute_logits.py) with
+Ray Train + DeepSpeed, and export it to run.output_dir/student.
+
+    python jobs/train_student.py --shards runs/cache/logits/<dir> --config sst2 distill.temperature=4
+
+The student is initialised from the teacher the shards were computed with (recorded in their
+manifest), taking `student.layers`; `--teacher DIR` names it explicitly and must match.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+
+from distillray import cli, pipeline
+from distillray.data.shards import load_manifest
+from distillray.data.text import LabelSet
+from distillray.errors import ConfigError
+from distillray.ray_utils import ray_session
+
+
+@cli.entrypoint
+def main(argv: list[str] | None = None) -> int:
+    p = cli.parser(__doc__.splitlines()[0])
+    p.add_argument("--shards", required=True, help="shard dir (holds manifest.json)")
+    p.add_argument("--teacher", default=None, help="teacher dir the shards came from (default: from the manifest)")
+    args, cfg = cli.parse(p, argv)
+    manifest = load_manifest(args.shards, verify=False)
+    teacher_dir = args.teacher or manifest["teacher"]["path"]
+    if cfg.tune.enabled:
+        raise ConfigError("config error: tune.enabled=true is for jobs/tune.py and jobs/distill.py; "
+                          "fix: set tune.enabled=false")
+    task = pipeline.preflight(cfg, need_train=False, teacher=False)
+    ds = manifest["dataset"]
+    task.labels = LabelSet(raw=ds.get("raw_labels", ds["label_names"]), names=ds["label_names"])
+    if cfg.data.dev:
+        task.dev = pipeline.load_dev_for_labels(cfg, task.labels)
+    manifest = pipeline.check_shards(task, args.shards, teacher_dir)
+    init_dir = pipeline.student_init_dir(task, teacher_dir, cfg.student.layers)
+    with ray_session(cfg):
+        pipeline.check_cluster(cfg)
+        result = pipeline.distill_student(task, args.shards, manifest, init_dir, str(task.out / "student"))
+    print(json.dumps({"student": result.export_dir, "steps": result.steps, "resumes": result.resumes,
+                      **result.final}))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

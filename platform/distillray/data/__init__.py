@@ -1,0 +1,1 @@
+"""Datasets: labelled text, teacher-logit shards and their precompute job."""

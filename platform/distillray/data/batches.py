@@ -1,0 +1,105 @@
+"""Turning streamed rows into padded training batches, and building the Ray Datasets that
+feed the train loop.
+
+Training batches are bucketed: a window of rows (many micro-batches' worth, already shuffled by
+Ray Data's local shuffle buffer) is sorted by length, cut into micro-batches, and the
+micro-batches are shuffled again. Each batch is padded only to its own longest row, so short
+rows stop paying for long ones, while the order of batches stays random.
+"""
+
+from __future__ import annotations
+
+import random
+from typing import Any, Iterator
+
+import numpy as np
+import torch
+
+from distillray.inference import pad
+
+Batch = dict[str, torch.Tensor]
+
+
+def _stack(col: Any) -> np.ndarray:
+    """A fixed-size list column arrives as a 2-D array or an object array of 1-D arrays."""
+    arr = np.asarray(col)
+    if arr.dtype == object:
+        arr = np.stack(list(col))
+    return arr.astype(np.float32)
+
+
+def collate(rows: dict[str, Any], idx: np.ndarray, pad_id: int) -> Batch:
+    """Pad the chosen rows of a numpy batch into tensors.
+
+    Returns input_ids, attention_mask (batch, len); labels (batch,); teacher_logits
+    (batch, num_labels) and teacher_hidden (batch, hidden) when the rows carry them.
+    """
+    ids, mask = pad([rows["input_ids"][i] for i in idx], pad_id)
+    out: Batch = {"input_ids": ids, "attention_mask": mask,
+                  "labels": torch.as_tensor(np.asarray(rows["label"])[idx], dtype=torch.long)}
+    for key in ("teacher_logits", "teacher_hidden"):
+        if key in rows:
+            out[key] = torch.from_numpy(_stack(rows[key])[idx])
+    return out
+
+
+def bucketed_batches(windows: Iterator[dict[str, Any]], micro_batch: int, seed: int,
+                     pad_id: int, bucket: bool = True) -> Iterator[Batch]:
+    """Yield micro-batches from numpy windows (dicts of columns), bucketed by length."""
+    rng = random.Random(seed)
+    carry: dict[str, list] | None = None
+    for window in windows:
+        if carry:  # rows left over from the previous window join this one
+            window = {k: list(carry[k]) + list(window[k]) for k in window}
+        n = len(window["label"])
+        order = np.arange(n)
+        if bucket:
+            lengths = np.fromiter((len(x) for x in window["input_ids"]), dtype=np.int64, count=n)
+            order = np.argsort(lengths, kind="stable")
+        full = n // micro_batch * micro_batch
+        chunks = [order[i:i + micro_batch] for i in range(0, full, micro_batch)]
+        rng.shuffle(chunks)
+        for idx in chunks:
+            yield collate(window, idx, pad_id)
+        rest = order[full:]
+        carry = {k: [window[k][i] for i in rest] for k in window} if len(rest) else None
+
+
+def to_device(batch: Batch, device: torch.device) -> Batch:
+    return {k: v.to(device, non_blocking=True) for k, v in batch.items()}
+
+
+# ---------------------------------------------------------------------------------------------
+# Driver side: Ray Datasets for the train loop
+
+
+def tokenized_dataset(table, tokenizer_dir: str, max_length: int, name: str):
+    """A Ray Dataset of tokenised rows (id, input_ids unpadded, label) from an id/text/label table.
+
+    Tokenised on the driver: a fast tokenizer does ~50k rows/s, far quicker than starting a Ray
+    actor to do it, and token ids are a fraction of the text's size.
+    """
+    import pyarrow as pa
+    import ray
+
+    from distillray.inference import encode
+    from distillray.models import load_tokenizer
+
+    seqs = encode(load_tokenizer(tokenizer_dir), table.column("text").to_pylist(), max_length)
+    tokens = pa.table({"id": table.column("id"), "input_ids": pa.array(seqs, pa.list_(pa.int32())),
+                       "label": table.column("label")})
+    ds = ray.data.from_arrow(tokens)
+    ds.set_name(name)
+    ds.context.enable_progress_bars = False  # read inside training: the loop logs its own progress
+    return ds
+
+
+def shard_dataset(paths: list[str], seed: int, name: str):
+    """A Ray Dataset over teacher-logit shards, file order shuffled per epoch from `seed`."""
+    import ray
+    from ray.data import FileShuffleConfig
+
+    ds = ray.data.read_parquet(paths, shuffle=FileShuffleConfig(seed=seed))
+    ds.set_name(name)
+    ds.context.enable_progress_bars = False
+    return ds

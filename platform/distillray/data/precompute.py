@@ -1,0 +1,201 @@
+"""Teacher logits, computed once by Ray Data into Arrow shards.
+
+    rows (driver, text only) -> from_arrow, length-sorted shard-sized blocks
+      -> map_batches(TeacherLogits) on an actor pool (one per GPU, or CPU actors)
+      -> write_datasink(ShardDatasink): one content-addressed Parquet file per block
+
+The driver never holds logits: they stream from the actors straight into shard files. A rerun
+first checks the shards already on disk (by checksum) and sends only the missing rows through
+the pipeline, so an interrupted run resumes with no duplicates and no gaps, and a finished one
+is a no-op.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterable
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import ray
+from ray.data import Datasink
+
+from distillray import storage
+from distillray.config import Config
+from distillray.data import shards
+from distillray.data.text import TextDataset
+from distillray.errors import ShardError
+
+logger = logging.getLogger(__name__)
+
+
+class TeacherLogits:
+    """Ray Data actor: tokenise a block of texts and run the teacher over it."""
+
+    def __init__(self, model_dir: str, max_length: int, batch_size: int, logits_dtype: str,
+                 store_hidden: bool, use_gpu: bool, threads: int) -> None:
+        import torch
+
+        from distillray.inference import pick_device
+        from distillray.models import load_classifier, load_tokenizer
+
+        if not use_gpu:
+            torch.set_num_threads(max(1, threads))
+        self.device = pick_device(use_gpu)
+        self.model = load_classifier(model_dir).to(self.device).eval()
+        self.tokenizer = load_tokenizer(model_dir)
+        self.max_length, self.batch_size = max_length, batch_size
+        self.logits_dtype, self.store_hidden = logits_dtype, store_hidden
+
+    def __call__(self, batch: pa.Table) -> pa.Table:
+        from distillray.inference import encode, forward_sorted
+
+        seqs = encode(self.tokenizer, batch.column("text").to_pylist(), self.max_length)
+        logits, hidden = forward_sorted(self.model, seqs, self.batch_size,
+                                        self.tokenizer.pad_token_id or 0, self.device, self.store_hidden)
+        return shards.make_table(batch.column("id").to_numpy(), seqs, batch.column("label").to_numpy(),
+                                 logits, hidden, self.logits_dtype)
+
+
+class ShardDatasink(Datasink):
+    """Writes each block as one content-addressed shard (see `shards.write_shard`)."""
+
+    def __init__(self, out_dir: str) -> None:
+        self.out_dir = out_dir
+
+    def write(self, blocks: Iterable[pa.Table], ctx: Any) -> list[dict[str, Any]]:
+        return [shards.write_shard(self.out_dir, b) for b in blocks if b.num_rows]
+
+    def get_name(self) -> str:
+        return "TeacherLogitShards"
+
+
+@dataclass
+class PrecomputeResult:
+    shard_dir: str
+    manifest: dict[str, Any]
+    rows_computed: int  # rows this run sent through the teacher (0 for a no-op)
+    seconds: float
+    reused: bool
+
+
+def shard_meta(cfg: Config, train: TextDataset, teacher_dir: str) -> dict[str, Any]:
+    """Everything the shards depend on; its hash names the shard dir."""
+    from distillray.models import content_hash, model_config, tokenizer_hash
+
+    mcfg = model_config(teacher_dir)
+    return {
+        "teacher": {"path": str(teacher_dir), "content_hash": content_hash(teacher_dir),
+                    "num_labels": mcfg.num_labels, "hidden_size": mcfg.hidden_size},
+        "tokenizer_hash": tokenizer_hash(teacher_dir),
+        "max_length": cfg.data.max_length,
+        "logits_dtype": cfg.precompute.logits_dtype,
+        "store_hidden": cfg.precompute.store_hidden,
+        "dataset": {"source": train.source, "fingerprint": train.fingerprint(), "rows": len(train),
+                    "label_names": train.label_names, "raw_labels": train.raw_labels},
+    }
+
+
+def shard_dir_for(cfg: Config, meta: dict[str, Any]) -> str:
+    key = shards.shard_key({k: v for k, v in meta.items() if k != "teacher"} | {
+        "teacher": meta["teacher"]["content_hash"], "dataset": meta["dataset"]["fingerprint"]})
+    stem = Path(meta["dataset"]["source"]).stem.replace(":", "-")[:40] or "data"
+    return storage.join(cfg.precompute.cache_dir, f"{stem}-L{cfg.data.max_length}-{key}")
+
+
+def _num_actors(cfg: Config, use_gpu: bool) -> int:
+    if cfg.precompute.num_actors:
+        return cfg.precompute.num_actors
+    if use_gpu:
+        return max(1, int(ray.cluster_resources().get("GPU", 0)))
+    from distillray.ray_utils import compute_cpus
+
+    return max(1, int(compute_cpus() // cfg.precompute.cpus_per_actor))
+
+
+def _pending_blocks(table: pa.Table, done_ids: np.ndarray, shard_rows: int, min_blocks: int) -> list[pa.Table]:
+    """Rows not yet in a shard, cut into blocks of at most `shard_rows` in dataset order, and into
+    at least `min_blocks` so every actor has work. (Each actor sorts its block by length before
+    batching; sorting globally would make every shard hold texts of one length, which would bias
+    training batches.)"""
+    if len(done_ids):
+        table = table.filter(pc.invert(pc.is_in(table.column("id"), pa.array(done_ids))))
+    n = table.num_rows
+    if n == 0:
+        return []
+    rows = min(shard_rows, -(-n // max(1, min_blocks)))
+    return [table.slice(i, rows) for i in range(0, n, rows)]
+
+
+def run_precompute(cfg: Config, train: TextDataset, teacher_dir: str) -> PrecomputeResult:
+    """Make sure the shard dir for (cfg, train, teacher) is complete; compute what is missing."""
+    t0 = time.time()
+    meta = shard_meta(cfg, train, teacher_dir)
+    out_dir = shard_dir_for(cfg, meta)
+    storage.makedirs(out_dir)
+    meta_path = storage.join(out_dir, shards.META)
+    old_meta = shards.read_json(meta_path)
+    if old_meta is not None and old_meta != meta:
+        raise ShardError(f"{out_dir}: holds shards for other inputs than this run's (its {shards.META} "
+                         "differs); fix: delete the dir, or set precompute.cache_dir elsewhere")
+    if old_meta is None:
+        shards.write_json(meta_path, meta)
+
+    old_manifest = shards.read_json(storage.join(out_dir, shards.MANIFEST))
+    expected = {s["file"]: s["sha256"] for s in old_manifest["shards"]} if old_manifest else None
+    found = shards.scan(out_dir, expected)
+    use_gpu = cfg.train.use_gpu if cfg.precompute.use_gpu is None else cfg.precompute.use_gpu
+    n_actors = _num_actors(cfg, use_gpu)
+    blocks = _pending_blocks(train.to_arrow(), found.done_ids, cfg.precompute.shard_rows, n_actors)
+    if old_manifest and not blocks and not found.removed:
+        logger.info("precompute: %s is up to date (%d rows, %d shards, checksums verified): nothing to do",
+                    out_dir, old_manifest["rows"], len(old_manifest["shards"]))
+        return PrecomputeResult(out_dir, old_manifest, 0, time.time() - t0, reused=True)
+    if found.removed:
+        logger.warning("precompute: removed %d bad or partial file(s) in %s: %s", len(found.removed),
+                       out_dir, ", ".join(found.removed))
+    pending = sum(b.num_rows for b in blocks)
+    if found.valid:
+        logger.info("precompute: resuming: %d rows already in %d shards, %d to compute",
+                    len(found.done_ids), len(found.valid), pending)
+    if blocks:
+        n_actors = min(n_actors, len(blocks))
+        logger.info("precompute: %d rows -> %s with %d %s actor(s)", pending, out_dir, n_actors,
+                    "GPU" if use_gpu else "CPU")
+        t_run = time.time()
+        ds = ray.data.from_arrow(blocks)
+        ds = ds.map_batches(
+            TeacherLogits,
+            fn_constructor_kwargs=dict(
+                model_dir=str(teacher_dir), max_length=cfg.data.max_length,
+                batch_size=cfg.precompute.batch_size, logits_dtype=cfg.precompute.logits_dtype,
+                store_hidden=cfg.precompute.store_hidden, use_gpu=use_gpu,
+                threads=int(max(1, cfg.precompute.cpus_per_actor))),
+            batch_size=None,  # one call per block: a block becomes one shard
+            batch_format="pyarrow",
+            compute=ray.data.ActorPoolStrategy(size=n_actors),
+            num_cpus=0 if use_gpu else cfg.precompute.cpus_per_actor,
+            num_gpus=1 if use_gpu else 0,
+        )
+        ds.set_name(f"precompute-logits:{cfg.run_name}")
+        ds.write_datasink(ShardDatasink(out_dir))
+        secs = time.time() - t_run
+        logger.info("precompute: %d rows in %.1fs (%.0f rows/s)", pending, secs, pending / max(secs, 1e-9))
+
+    final = shards.scan(out_dir)
+    want = np.sort(train.ids)
+    got = np.sort(final.done_ids)
+    if not np.array_equal(want, got):
+        missing = np.setdiff1d(want, got)
+        extra = np.setdiff1d(got, want)
+        raise ShardError(
+            f"{out_dir}: after precompute the shards hold {len(got)} rows but the dataset has "
+            f"{len(want)} ({len(missing)} missing, {len(extra)} unexpected); fix: run again "
+            "(only the missing rows are recomputed)"
+        )
+    manifest = shards.write_manifest(out_dir, meta, final.valid)
+    return PrecomputeResult(out_dir, manifest, pending, time.time() - t0, reused=False)

@@ -1,0 +1,1 @@
+"""DeepSpeed config and Ray Train wiring: everything that knows about parallelism."""

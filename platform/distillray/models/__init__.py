@@ -1,0 +1,28 @@
+"""Teacher and student construction. Plain PyTorch / transformers: nothing here knows about Ray
+or DeepSpeed (those live in `distillray.distributed`)."""
+
+from distillray.models.hf import (
+    content_hash,
+    is_finetuned_for,
+    load_classifier,
+    load_tokenizer,
+    model_config,
+    resolve_model_dir,
+    save_model_dir,
+    tokenizer_hash,
+)
+from distillray.models.student import build_student, default_layers, layer_map
+
+__all__ = [
+    "build_student",
+    "content_hash",
+    "default_layers",
+    "is_finetuned_for",
+    "layer_map",
+    "load_classifier",
+    "load_tokenizer",
+    "model_config",
+    "resolve_model_dir",
+    "save_model_dir",
+    "tokenizer_hash",
+]

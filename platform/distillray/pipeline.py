@@ -1,0 +1,349 @@
+"""The pipeline stages that jobs assemble: preflight, teacher fine-tune, precompute, student
+init, distillation, evaluation. Each is a plain function of the typed config.
+
+`preflight` does every check that can fail on user input (config, data, model dirs, resources)
+before Ray starts and before anything is written under `run.output_dir`.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from distillray import storage
+from distillray.config import Config, TrainConfig
+from distillray.data.text import LabelSet, TextDataset, load_split, load_task
+from distillray.errors import ConfigError, ShardError
+from distillray.losses import LossWeights
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class Task:
+    """What every stage of one run shares, loaded once on the driver."""
+
+    cfg: Config
+    train: TextDataset | None
+    dev: TextDataset | None
+    labels: LabelSet
+    timings: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def out(self) -> Path:
+        return Path(self.cfg.run.output_dir)
+
+    @property
+    def id2label(self) -> dict[int, str]:
+        return self.labels.id2label()
+
+
+# ---------------------------------------------------------------------------------------------
+# Preflight
+
+
+def check_output_dir(cfg: Config) -> None:
+    out = cfg.run.output_dir
+    local = storage.local_path(out)
+    if local is not None and local.exists() and not local.is_dir():
+        raise ConfigError(f"config error: run.output_dir={out} is a file, not a directory; "
+                          "fix: set run.output_dir to a new or existing directory path")
+
+
+def check_teacher(cfg: Config) -> None:
+    from distillray.models import model_config
+    from distillray.models.student import check_layers, default_layers
+
+    mcfg = model_config(cfg.teacher.model)
+    n = mcfg.num_hidden_layers
+    check_layers(cfg.student.layers if cfg.student.layers is not None else default_layers(n), n)
+    limit = getattr(mcfg, "max_position_embeddings", None)
+    if limit and cfg.data.max_length > limit:
+        raise ConfigError(f"config error: data.max_length={cfg.data.max_length} exceeds the teacher's "
+                          f"{limit} positions; fix: set data.max_length={min(limit, 512)}")
+
+
+def check_resources(cfg: Config, train: TrainConfig | None = None) -> None:
+    """Refuse worker counts the cluster can never place (Ray would wait forever)."""
+    import torch
+
+    from distillray.ray_utils import local_num_cpus
+
+    t = train or cfg.train
+    local = not (cfg.run.address or os.environ.get("RAY_ADDRESS"))
+    if local and t.use_gpu and torch.cuda.device_count() < t.num_workers:
+        raise ConfigError(
+            f"config error: train.use_gpu=true with train.num_workers={t.num_workers}, but this machine "
+            f"has {torch.cuda.device_count()} GPU(s); fix: set train.use_gpu=false, or lower "
+            "train.num_workers, or submit to a GPU cluster"
+        )
+    if local:
+        cpus = local_num_cpus(cfg)
+        need = t.num_workers * t.cpus_per_worker
+        if need > cpus - 1:  # one CPU stays free for Ray Data's read tasks
+            fit = max(1, int((cpus - 1) // t.cpus_per_worker))
+            raise ConfigError(
+                f"config error: train.num_workers={t.num_workers} x train.cpus_per_worker="
+                f"{t.cpus_per_worker} needs {need:g} CPUs but the local Ray instance has {cpus} "
+                f"(one kept for data loading); fix: set train.num_workers={fit}, or lower "
+                "train.cpus_per_worker, or set run.num_cpus"
+            )
+
+
+def check_cluster(cfg: Config) -> None:
+    """After connecting: the same resource check against the real cluster."""
+    from distillray.ray_utils import cluster_cpus, cluster_gpus
+
+    t = cfg.train
+    if t.use_gpu and cluster_gpus() < t.num_workers:
+        raise ConfigError(
+            f"config error: train.num_workers={t.num_workers} GPU workers but the cluster has "
+            f"{cluster_gpus():g} GPU(s) now; fix: lower train.num_workers (autoscaling clusters: "
+            "raise the GPU worker type's max_workers)"
+        )
+    if not t.use_gpu and t.num_workers * t.cpus_per_worker > cluster_cpus():
+        raise ConfigError(
+            f"config error: train.num_workers={t.num_workers} x {t.cpus_per_worker:g} CPUs exceeds "
+            f"the cluster's {cluster_cpus():g} CPUs; fix: lower train.num_workers"
+        )
+
+
+def preflight(cfg: Config, need_train: bool = True, need_dev: bool = True,
+              teacher: bool = True) -> Task:
+    """Every user-input check, before Ray starts or anything is written."""
+    check_output_dir(cfg)
+    if teacher:
+        check_teacher(cfg)
+    check_resources(cfg)
+    t0 = time.time()
+    if need_train:
+        train, dev, labels = load_task(cfg.data, Path(cfg.run.output_dir), need_dev=need_dev)
+    else:
+        train, dev, labels = None, None, None  # type: ignore[assignment]
+    task = Task(cfg=cfg, train=train, dev=dev, labels=labels)  # type: ignore[arg-type]
+    task.timings["load_data"] = time.time() - t0
+    if train is not None:
+        logger.info("data: train %d rows (%s), dev %s rows, labels %s", len(train), train.source,
+                    len(dev) if dev else 0, labels.names)
+    return task
+
+
+def load_dev_for_labels(cfg: Config, labels: LabelSet) -> TextDataset:
+    dev, _ = load_split(cfg.data.dev, cfg.data, labels, cfg.data.dev_max_rows)
+    return dev
+
+
+# ---------------------------------------------------------------------------------------------
+# Stages
+
+
+def effective_train(cfg: Config, stage: str) -> TrainConfig:
+    """The student's TrainConfig, or the teacher's: same resources, its own optimisation knobs."""
+    if stage == "distill":
+        return cfg.train
+    f = cfg.finetune
+    return cfg.train.model_copy(update={"epochs": f.epochs, "max_steps": f.max_steps,
+                                        "batch_size": f.batch_size, "lr": f.lr})
+
+
+def teacher_init_dir(task: Task) -> tuple[str, bool]:
+    """(dir, already_finetuned). A base teacher gets a seeded classifier head, saved once, so
+    every worker and actor starts from the very same weights."""
+    import torch
+
+    from distillray.models import is_finetuned_for, load_classifier, load_tokenizer, resolve_model_dir, save_model_dir
+
+    cfg = task.cfg
+    base = resolve_model_dir(cfg.teacher.model)
+    if is_finetuned_for(base, task.labels.names):
+        return str(base), True
+    out = task.out / "work" / "teacher-init"
+    if not (out / "config.json").exists():
+        torch.manual_seed(cfg.train.seed)
+        model = load_classifier(base, task.id2label, allow_pickle=cfg.teacher.allow_pickle)
+        save_model_dir(model, load_tokenizer(base), out, extra={"base": str(base)})
+    return str(out), False
+
+
+def finetune_teacher(task: Task, init_dir: str) -> tuple[str, Any]:
+    """Fine-tune the teacher on hard labels with the one train loop; export to output/teacher."""
+    from distillray.data.batches import tokenized_dataset
+    from distillray.data.text import subset
+    from distillray.distributed.ray_train import fit
+    from distillray.training.loop import LoopSpec
+
+    cfg = task.cfg
+    t0 = time.time()
+    train = subset(task.train, cfg.finetune.max_rows, cfg.data.sample, cfg.data.sample_seed)
+    tcfg = effective_train(cfg, "finetune")
+    datasets = {"train": tokenized_dataset(train.to_arrow(), init_dir, cfg.data.max_length, "finetune-train")}
+    if task.dev is not None:
+        datasets["dev"] = tokenized_dataset(task.dev.to_arrow(), init_dir, cfg.data.max_length, "dev")
+    spec = LoopSpec(config=cfg.to_dict(), stage="finetune", train=tcfg.model_dump(mode="json"),
+                    weights=vars(LossWeights(alpha_kd=0.0, alpha_ce=1.0)).copy(), model_init=init_dir,
+                    export_dir=str(task.out / "teacher"), train_rows=len(train))
+    result = fit(spec, datasets, name=f"{cfg.run_name}-teacher", storage_path=str(task.out / "ray"))
+    task.timings["finetune_teacher"] = time.time() - t0
+    _write_history(task.out / "metrics" / "finetune.jsonl", result.history)
+    return result.export_dir or str(task.out / "teacher"), result
+
+
+def precompute(task: Task, teacher_dir: str):
+    from distillray.data.precompute import run_precompute
+
+    t0 = time.time()
+    res = run_precompute(task.cfg, task.train, teacher_dir)
+    task.timings["precompute"] = time.time() - t0
+    link_logits(task.out, res.shard_dir)
+    return res
+
+
+def link_logits(out: Path, shard_dir: str) -> None:
+    """output/logits points at the shard dir in the cache (a symlink, or a note for URIs)."""
+    out.mkdir(parents=True, exist_ok=True)
+    link = out / "logits"
+    local = storage.local_path(shard_dir)
+    if link.is_symlink() or link.is_file():
+        link.unlink()
+    if local is not None and not link.exists():
+        link.symlink_to(local, target_is_directory=True)
+    (out / "logits.json").write_text(json.dumps({"shard_dir": shard_dir}, indent=2))
+
+
+def student_init_dir(task: Task, teacher_dir: str, layers: list[int] | None) -> str:
+    """Build the student from the teacher once, on the driver, and save it: train workers and
+    Tune trials load this dir and never the teacher."""
+    from distillray.models import build_student, default_layers, load_classifier, load_tokenizer, model_config, save_model_dir
+
+    n = model_config(teacher_dir).num_hidden_layers
+    layers = layers if layers is not None else default_layers(n)
+    out = task.out / "work" / f"student-init-{'-'.join(map(str, layers))}"
+    marker = out / "distillray.json"
+    want = {"teacher": str(teacher_dir), "layers": layers}
+    if not (marker.exists() and {k: json.loads(marker.read_text()).get(k) for k in want} == want):
+        teacher = load_classifier(teacher_dir, allow_pickle=task.cfg.teacher.allow_pickle)
+        save_model_dir(build_student(teacher, layers), load_tokenizer(teacher_dir), out, extra=want)
+    return str(out)
+
+
+def check_shards(task: Task, shard_dir: str, teacher_dir: str | None) -> dict[str, Any]:
+    """Load and verify a shard dir's manifest and refuse one made for other inputs."""
+    from distillray.data.shards import check_compatible, load_manifest
+    from distillray.models import content_hash, tokenizer_hash
+
+    manifest = load_manifest(shard_dir, verify=True)
+    check_compatible(manifest, shard_dir,
+                     teacher_hash=content_hash(teacher_dir) if teacher_dir else None,
+                     tokenizer_hash=tokenizer_hash(teacher_dir) if teacher_dir else None,
+                     max_length=task.cfg.data.max_length,
+                     label_names=task.labels.names if task.labels else None)
+    if task.cfg.distill.alpha_cos > 0 and not manifest.get("store_hidden"):
+        raise ShardError(f"{shard_dir}: distill.alpha_cos>0 needs teacher hidden states, which these "
+                         "shards lack; fix: run precompute with precompute.store_hidden=true")
+    return manifest
+
+
+def distill_student(task: Task, shard_dir: str, manifest: dict[str, Any], init_dir: str,
+                    export_dir: str | None, cfg: Config | None = None, callbacks: list | None = None,
+                    name: str | None = None):
+    """Train a student from shards with the one train loop."""
+    from distillray.data.batches import shard_dataset, tokenized_dataset
+    from distillray.data.shards import shard_paths
+    from distillray.distributed.ray_train import fit
+    from distillray.training.loop import LoopSpec
+
+    cfg = cfg or task.cfg
+    t0 = time.time()
+    d = cfg.distill
+    weights = LossWeights(temperature=d.temperature, alpha_kd=d.alpha_kd, alpha_ce=d.alpha_ce,
+                          alpha_cos=d.alpha_cos, alpha_mse=d.alpha_mse)
+    datasets = {"train": shard_dataset(shard_paths(shard_dir, manifest), cfg.train.seed, "distill-shards")}
+    if task.dev is not None:
+        datasets["dev"] = tokenized_dataset(task.dev.to_arrow(), init_dir, cfg.data.max_length, "dev")
+    spec = LoopSpec(config=cfg.to_dict(), stage="distill", train=cfg.train.model_dump(mode="json"),
+                    weights=vars(weights).copy(), model_init=init_dir, export_dir=export_dir,
+                    train_rows=int(manifest["rows"]))
+    result = fit(spec, datasets, name=name or f"{cfg.run_name}-student", storage_path=str(task.out / "ray"),
+                 callbacks=callbacks)
+    task.timings["distill"] = time.time() - t0
+    _write_history(task.out / "metrics" / "distill.jsonl", result.history)
+    return result
+
+
+def _write_history(path: Path, history: list[dict[str, Any]]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("".join(json.dumps(h) + "\n" for h in history))
+
+
+def evaluate_models(task: Task, dirs: dict[str, str], quantize_student: bool = True) -> dict[str, Any]:
+    """Evaluate each model dir on dev: accuracy, params, size, latency, throughput."""
+    from distillray.evaluation import evaluate_dir
+
+    t0 = time.time()
+    texts, labels = task.dev.texts, task.dev.labels
+    out = {name: evaluate_dir(d, texts, labels, task.labels.names, max_length=task.cfg.data.max_length)
+           for name, d in dirs.items()}
+    if quantize_student and "student" in dirs:
+        out["student_int8"] = evaluate_dir(dirs["student"], texts, labels, task.labels.names,
+                                           quantize=True, max_length=task.cfg.data.max_length)
+    task.timings["evaluate"] = time.time() - t0
+    return out
+
+
+def accuracy_of(pred: np.ndarray, labels: np.ndarray) -> float:
+    return float(np.mean(pred == labels))
+
+
+def prepare_teacher(task: Task) -> tuple[str, Any]:
+    """The fine-tuned teacher dir under output/teacher: fine-tuned here unless `teacher.model`
+    already classifies these labels (or teacher.finetune=false). Returns (dir, fit result)."""
+    import shutil
+
+    cfg = task.cfg
+    init_dir, finetuned = teacher_init_dir(task)
+    want = cfg.teacher.finetune is True or (cfg.teacher.finetune == "auto" and not finetuned)
+    if want:
+        return finetune_teacher(task, init_dir)
+    if not finetuned:
+        logger.warning("teacher.finetune=false but %s is not fine-tuned for %s: distilling from a "
+                       "randomly initialised head", cfg.teacher.model, task.labels.names)
+    out = task.out / "teacher"
+    if Path(init_dir).resolve() != out.resolve():
+        shutil.copytree(init_dir, out, dirs_exist_ok=True,
+                        ignore=shutil.ignore_patterns("*.bin", "*.pt", "*.ckpt", "*.pkl"))
+    logger.info("teacher: using %s as is (already fine-tuned for %s)", cfg.teacher.model, task.labels.names)
+    return str(out), None
+
+
+def _fit_summary(fit: Any) -> dict[str, Any] | None:
+    if fit is None:
+        return None
+    return {"steps": fit.steps, "resumes": fit.resumes, "final": fit.final, "ray_train_run": fit.run_name}
+
+
+def finish(task: Task, teacher_fit: Any, student_fit: Any, shards: Any, tune_summary: Any = None) -> dict[str, Any]:
+    """Evaluate teacher and student on dev, write report.json / report.md and plots."""
+    from distillray.report import build_report, write_report
+
+    evals = evaluate_models(task, {"teacher": str(task.out / "teacher"), "student": str(task.out / "student")})
+    cfg = task.cfg
+    dataset = {"train": task.train.source, "train_rows": len(task.train), "dev": task.dev.source,
+               "dev_rows": len(task.dev), "labels": task.labels.names, "shard_dir": shards.shard_dir,
+               "skipped_empty_rows": task.train.skipped_empty}
+    training = {k: v for k, v in (("teacher_finetune", _fit_summary(teacher_fit)),
+                                   ("distill", _fit_summary(student_fit))) if v}
+    histories = {"finetune": teacher_fit.history if teacher_fit else [], "distill": student_fit.history}
+    report = build_report(evals, cfg.to_dict(), dataset, task.timings, training,
+                          tune_summary.as_dict() if tune_summary else None)
+    write_report(task.out, report, histories, evals, tune_summary.trials if tune_summary else None)
+    prov = {"teacher": str(task.out / "teacher"), "layers": cfg.student.layers,
+            "retention": report["retention"], "speedup": report["speedup"]}
+    (task.out / "student" / "distillray.json").write_text(json.dumps(prov, indent=2))
+    return report

@@ -1,0 +1,95 @@
+"""Connecting to Ray: an existing cluster when there is one, else a local instance.
+
+Inside `ray job submit`, RAY_ADDRESS points at the cluster and we join it. Otherwise a local
+instance starts with a few more logical CPUs than cores, so Ray Data's small read/write tasks
+and Tune's trial drivers are never starved by the CPU-bound train workers and teacher actors
+(a 2-core machine otherwise deadlocks: see shared/RAY_NOTES.md). Token authentication stays as
+Ray sets it (on for clusters Ray 2.60 starts); the dashboard binds 127.0.0.1.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+from typing import Iterator
+
+from distillray.config import Config
+
+logger = logging.getLogger(__name__)
+
+WORKER_ENV = {
+    "TOKENIZERS_PARALLELISM": "false",  # fast tokenizers fork-warn inside Ray workers otherwise
+    "TRANSFORMERS_VERBOSITY": "error",
+    "RAY_TRAIN_V2_ENABLED": "1",
+}
+
+
+def physical_cpus() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # macOS
+        return os.cpu_count() or 1
+
+
+def local_num_cpus(cfg: Config) -> int:
+    return cfg.run.num_cpus or physical_cpus() + 2
+
+
+def init_ray(cfg: Config) -> None:
+    """Connect to (or start) Ray once per process; a no-op when already connected."""
+    import ray
+
+    if ray.is_initialized():
+        return
+    for k, v in WORKER_ENV.items():
+        os.environ.setdefault(k, v)
+    address = cfg.run.address or os.environ.get("RAY_ADDRESS")
+    if address:
+        logger.info("connecting to the Ray cluster at %s", address)
+        ray.init(address=address, logging_level=logging.WARNING, log_to_driver=True)
+        return
+    n = local_num_cpus(cfg)
+    logger.info("starting a local Ray instance (%d logical CPUs on %d cores; dashboard on 127.0.0.1:8265)",
+                n, physical_cpus())
+    ray.init(num_cpus=n, include_dashboard=True, dashboard_host="127.0.0.1",
+             logging_level=logging.WARNING, runtime_env={"env_vars": dict(WORKER_ENV)})
+
+
+def compute_cpus() -> float:
+    """CPUs that can do heavy compute: the real cores of a local instance (its extra logical
+    CPUs are headroom for small tasks), or the cluster's CPUs."""
+    import ray
+
+    cpus = float(ray.cluster_resources().get("CPU", 1))
+    nodes = [n for n in ray.nodes() if n.get("Alive")]
+    if len(nodes) == 1:  # the driver's own machine
+        return float(min(cpus, physical_cpus()))
+    return cpus
+
+
+def cluster_cpus() -> float:
+    import ray
+
+    return float(ray.cluster_resources().get("CPU", 0))
+
+
+def cluster_gpus() -> float:
+    import ray
+
+    return float(ray.cluster_resources().get("GPU", 0))
+
+
+@contextlib.contextmanager
+def ray_session(cfg: Config) -> Iterator[None]:
+    """Connect for the duration of a job; shut down only an instance this call started (a test
+    fixture's or a cluster's connection is left as it was)."""
+    import ray
+
+    started = not ray.is_initialized()
+    init_ray(cfg)
+    try:
+        yield
+    finally:
+        if started:
+            ray.shutdown()

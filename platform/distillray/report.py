@@ -1,0 +1,155 @@
+"""report.json (for machines) and report.md (for people) of one distillation run, with plots.
+
+report.md opens with the answer: how much of the teacher's accuracy the student keeps, how much
+smaller and faster it is. Everything else (per-stage timings, config, dataset) follows.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+from typing import Any
+
+logger = logging.getLogger(__name__)
+
+
+def build_report(evals: dict[str, dict[str, Any]], config: dict[str, Any], dataset: dict[str, Any],
+                 timings: dict[str, float], training: dict[str, Any] | None = None,
+                 tune: dict[str, Any] | None = None) -> dict[str, Any]:
+    t, s = evals["teacher"], evals["student"]
+    report: dict[str, Any] = {
+        "teacher": t,
+        "student": s,
+        "retention": s["accuracy"] / t["accuracy"] if t["accuracy"] else None,
+        "speedup": s["throughput"] / t["throughput"] if t.get("throughput") else None,
+        "latency_speedup": t["latency_ms"] / s["latency_ms"] if s.get("latency_ms") else None,
+        "size_ratio": s["size_bytes"] / t["size_bytes"] if t.get("size_bytes") else None,
+        "config": config,
+        "dataset": dataset,
+        "timings": {k: round(v, 2) for k, v in timings.items()},
+    }
+    if "student_int8" in evals:
+        q = evals["student_int8"]
+        report["student_int8"] = q
+        report["int8"] = {"retention": q["accuracy"] / t["accuracy"] if t["accuracy"] else None,
+                          "speedup": q["throughput"] / t["throughput"] if t.get("throughput") else None}
+    if training:
+        report["training"] = training
+    if tune:
+        report["tune"] = tune
+    return report
+
+
+def _fmt_bytes(n: float) -> str:
+    return f"{n / 1e6:.1f} MB"
+
+
+def render_markdown(r: dict[str, Any], plots: list[str]) -> str:
+    t, s = r["teacher"], r["student"]
+    rows = [("teacher", t), ("student", s)] + ([("student int8", r["student_int8"])] if "student_int8" in r else [])
+    lines = [
+        "# distillray report",
+        "",
+        f"**The student keeps {r['retention']:.1%} of the teacher's accuracy "
+        f"({s['accuracy']:.2%} vs {t['accuracy']:.2%} on {t['rows']} dev rows) with "
+        f"{s['params'] / t['params']:.0%} of its parameters, and runs {r['speedup']:.2f}x faster "
+        f"(throughput at batch 64; {r['latency_speedup']:.2f}x at batch 1).**",
+        "",
+        "| model | layers | accuracy | params | size | latency (batch 1, median) | throughput (batch 64) |",
+        "|---|---:|---:|---:|---:|---:|---:|",
+    ]
+    for name, e in rows:
+        lines.append(f"| {name} | {e['layers']} | {e['accuracy']:.2%} | {e['params'] / 1e6:.2f} M | "
+                     f"{_fmt_bytes(e['size_bytes'])} | {e['latency_ms']:.2f} ms | {e['throughput']:.0f} ex/s |")
+    lines += ["", f"Retention {r['retention']:.2%} · speed-up {r['speedup']:.2f}x · size "
+                  f"{r['size_ratio']:.0%} of the teacher's weights", ""]
+    if "int8" in r:
+        lines += [f"int8 dynamic quantisation of the student: retention {r['int8']['retention']:.2%}, "
+                  f"speed-up {r['int8']['speedup']:.2f}x over the teacher.", ""]
+    if plots:
+        lines += ["## Plots", ""] + [f"![{Path(p).stem}]({p})" for p in plots] + [""]
+    tr = r.get("training") or {}
+    if tr:
+        lines += ["## Training", "", "| stage | steps | final dev accuracy | restarts from checkpoint |",
+                  "|---|---:|---:|---:|"]
+        for stage, info in tr.items():
+            acc = info.get("final", {}).get("dev_accuracy")
+            lines.append(f"| {stage} | {info.get('steps')} | {'' if acc is None else f'{acc:.2%}'} | "
+                         f"{info.get('resumes', 0)} |")
+        lines.append("")
+    if r.get("tune"):
+        tu = r["tune"]
+        lines += ["## Hyperparameter search (Ray Tune)", "",
+                  f"{tu.get('trials')} trials; best dev accuracy {tu.get('best_accuracy', 0):.2%} with "
+                  f"`{json.dumps(tu.get('best_params'))}`. Teacher forward passes avoided: "
+                  f"{tu.get('teacher_forwards_avoided', 0):,}.", ""]
+    d = r["dataset"]
+    lines += ["## Data", "", f"- train: `{d.get('train')}` ({d.get('train_rows')} rows)",
+              f"- dev: `{d.get('dev')}` ({d.get('dev_rows')} rows)", f"- labels: {d.get('labels')}",
+              f"- teacher logits: `{d.get('shard_dir')}`", ""]
+    lines += ["## Timings (seconds)", "", "| stage | seconds |", "|---|---:|"]
+    lines += [f"| {k} | {v:.1f} |" for k, v in r["timings"].items()]
+    lines += ["", "## Config", "", "```json", json.dumps(r["config"], indent=2), "```", ""]
+    return "\n".join(lines)
+
+
+def plot_curves(out: Path, histories: dict[str, list[dict[str, Any]]]) -> list[str]:
+    """Loss and dev-accuracy curves per stage; returns the PNG names written."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    written = []
+    for stage, hist in histories.items():
+        train = [h for h in hist if any(k.startswith("train_loss") for k in h)]
+        dev = [h for h in hist if "dev_accuracy" in h]
+        if not train and not dev:
+            continue
+        fig, axes = plt.subplots(1, 2, figsize=(10, 3.6))
+        for key in sorted({k for h in train for k in h if k.startswith("train_loss")}):
+            axes[0].plot([h["step"] for h in train if key in h], [h[key] for h in train if key in h], label=key[6:])
+        axes[0].set(title=f"{stage}: training loss", xlabel="step")
+        axes[0].legend()
+        axes[1].plot([h["step"] for h in dev], [h["dev_accuracy"] for h in dev], marker="o")
+        axes[1].set(title=f"{stage}: dev accuracy", xlabel="step", ylim=(0, 1))
+        fig.tight_layout()
+        name = f"{stage}_curves.png"
+        fig.savefig(out / name, dpi=90)
+        plt.close(fig)
+        written.append(name)
+    return written
+
+
+def plot_tradeoff(out: Path, evals: dict[str, dict[str, Any]], trials: list[dict[str, Any]] | None = None) -> str:
+    """Accuracy against throughput: teacher, student, int8 student (and Tune trials' accuracy)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for name, e in evals.items():
+        ax.scatter(e["throughput"], e["accuracy"], s=60, label=name)
+        ax.annotate(name, (e["throughput"], e["accuracy"]), textcoords="offset points", xytext=(5, 5))
+    if trials and "student" in evals:
+        accs = [tr["dev_accuracy"] for tr in trials if tr.get("dev_accuracy") is not None]
+        ax.scatter([evals["student"]["throughput"]] * len(accs), accs, marker="x", alpha=0.5, label="Tune trials")
+    ax.set(xlabel="throughput (examples/s, batch 64)", ylabel="dev accuracy", title="accuracy vs speed")
+    ax.legend(loc="lower right", fontsize=8)
+    fig.tight_layout()
+    name = "accuracy_vs_throughput.png"
+    fig.savefig(out / name, dpi=90)
+    plt.close(fig)
+    return name
+
+
+def write_report(out: Path, report: dict[str, Any], histories: dict[str, list[dict[str, Any]]],
+                 evals: dict[str, dict[str, Any]], trials: list[dict[str, Any]] | None = None) -> Path:
+    out.mkdir(parents=True, exist_ok=True)
+    plots = plot_curves(out, histories)
+    plots.append(plot_tradeoff(out, evals, trials))
+    (out / "report.json").write_text(json.dumps(report, indent=2, sort_keys=False, default=str))
+    (out / "report.md").write_text(render_markdown(report, plots))
+    return out / "report.json"

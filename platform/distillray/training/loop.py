@@ -1,0 +1,239 @@
+"""The one train loop: teacher fine-tuning, distillation and every Tune trial, on one CPU or many
+GPUs. It runs inside each Ray Train worker (see `distillray.distributed.ray_train.fit`).
+
+What differs between uses is data, not code: a distillation run's rows carry teacher logits and
+the loss weights use them; a fine-tuning run's rows do not and only `alpha_ce` is on. The loop
+never loads a teacher model: whatever the teacher knows arrives in the shards.
+
+    setup_model -> setup_engine (DeepSpeed) -> load_checkpoint?
+    for epoch: for micro-batch: train_step; every N steps: report / evaluate / save_checkpoint
+    evaluate -> export_model (rank 0 writes a plain HF model dir)
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import tempfile
+import time
+from dataclasses import asdict, dataclass, field
+from typing import Any, Iterator
+
+import numpy as np
+import torch
+
+from distillray.config import Config, TrainConfig
+from distillray.data.batches import bucketed_batches, collate, to_device
+from distillray.losses import LossWeights, distill_loss
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class LoopSpec:
+    """Everything a worker needs, as plain data (it crosses into Ray workers as a dict)."""
+
+    config: dict[str, Any]  # Config.to_dict() of the run
+    stage: str  # "finetune" | "distill" (names metrics and checkpoints)
+    train: dict[str, Any]  # the effective TrainConfig (finetune knobs already applied)
+    weights: dict[str, float]  # LossWeights fields
+    model_init: str  # HF model dir the run starts from
+    export_dir: str | None  # where rank 0 writes the final model (None: do not export)
+    train_rows: int
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> LoopSpec:
+        return cls(**d)
+
+    @property
+    def train_cfg(self) -> TrainConfig:
+        return TrainConfig.model_validate(self.train)
+
+
+def steps_per_epoch(train_rows: int, train: TrainConfig) -> int:
+    """Optimizer steps per epoch: full global batches only, the same count on every worker."""
+    return max(1, train_rows // train.batch_size)
+
+
+def total_steps(train_rows: int, train: TrainConfig) -> int:
+    n = steps_per_epoch(train_rows, train) * train.epochs
+    return min(n, train.max_steps) if train.max_steps else n
+
+
+@dataclass
+class LoopState:
+    step: int = 0  # optimizer steps done
+    epoch: int = 0
+    micro_in_epoch: int = 0  # micro-batches consumed in this epoch (data position)
+    resumes: int = 0
+    history: list[dict[str, Any]] = field(default_factory=list)
+
+
+def param_groups(model: torch.nn.Module, weight_decay: float) -> list[dict[str, Any]]:
+    """AdamW groups: decay on matrices (weights, embeddings); none on biases and LayerNorm."""
+    decay, no_decay = [], []
+    for _, p in model.named_parameters():
+        if p.requires_grad:
+            (decay if p.ndim >= 2 else no_decay).append(p)
+    return [{"params": decay, "weight_decay": weight_decay},
+            {"params": no_decay, "weight_decay": 0.0}]
+
+
+def setup_model(model_init: str) -> torch.nn.Module:
+    from distillray.models import load_classifier
+
+    model = load_classifier(model_init)
+    model.train()
+    return model
+
+
+def train_step(engine, batch: dict[str, torch.Tensor], w: LossWeights) -> dict[str, torch.Tensor]:
+    """Forward, loss, backward and (on accumulation boundaries) an optimizer step."""
+    out = engine(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
+                 output_hidden_states=w.alpha_cos > 0)
+    loss, terms = distill_loss(
+        out.logits, batch["labels"], w,
+        teacher_logits=batch.get("teacher_logits"),
+        student_hidden=out.hidden_states[-1][:, 0] if w.alpha_cos > 0 else None,
+        teacher_hidden=batch.get("teacher_hidden"),
+    )
+    engine.backward(loss)
+    engine.step()
+    return {"loss": loss.detach(), **terms}
+
+
+@torch.inference_mode()
+def evaluate(engine, dev_rows: dict[str, Any] | None, micro: int, pad_id: int, rank: int, world: int,
+             device: torch.device) -> dict[str, float]:
+    """Dev accuracy and CE loss. Batches are split round-robin over ranks; every rank runs the
+    same number of forward passes (ZeRO-3 gathers weights collectively), then counts are summed."""
+    if dev_rows is None:
+        return {}
+    import torch.distributed as dist
+
+    n = len(dev_rows["label"])
+    order = np.argsort([len(x) for x in dev_rows["input_ids"]], kind="stable")
+    chunks = [order[i:i + micro] for i in range(0, n, micro)]
+    per_rank = math.ceil(len(chunks) / world)
+    sums = torch.zeros(3, dtype=torch.float64)  # correct, loss sum, rows
+    was_training = engine.module.training
+    engine.module.eval()
+    for k in range(per_rank):
+        i = k * world + rank
+        idx = chunks[i] if i < len(chunks) else chunks[0]  # a padding pass, not counted
+        batch = to_device(collate(dev_rows, idx, pad_id), device)
+        logits = engine(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits.float()
+        if i < len(chunks):
+            sums[0] += (logits.argmax(-1) == batch["labels"]).sum().item()
+            sums[1] += torch.nn.functional.cross_entropy(logits, batch["labels"], reduction="sum").item()
+            sums[2] += len(idx)
+    if was_training:
+        engine.module.train()
+    if world > 1:
+        dist.all_reduce(sums)
+    return {"dev_accuracy": float(sums[0] / sums[2]), "dev_loss": float(sums[1] / sums[2])}
+
+
+def _windows(it, micro: int, window_batches: int, shuffle_buffer: int, seed: int) -> Iterator[dict]:
+    return it.iter_batches(batch_size=micro * max(1, window_batches), batch_format="numpy",
+                           local_shuffle_buffer_size=shuffle_buffer or None,
+                           local_shuffle_seed=seed if shuffle_buffer else None, drop_last=False)
+
+
+def train_loop_per_worker(spec_dict: dict[str, Any]) -> dict[str, Any] | None:
+    """Ray Train entry point (runs on every worker)."""
+    from distillray.distributed import engine as ds
+    from distillray.distributed import ray_train as rt
+
+    spec = LoopSpec.from_dict(spec_dict)
+    cfg = Config.from_dict(spec.config)
+    tcfg = spec.train_cfg
+    w = LossWeights(**spec.weights)
+    wc = rt.worker_context(tcfg)
+    torch.manual_seed(tcfg.seed)
+    log = rt.rank0_logger(wc.rank)
+
+    model = setup_model(spec.model_init)
+    pad_id = model.config.pad_token_id or 0
+    n_steps = total_steps(spec.train_rows, tcfg)
+    per_epoch = steps_per_epoch(spec.train_rows, tcfg)
+    micro = tcfg.batch_size // (wc.world * tcfg.grad_accum)
+    ds_config = ds.build_ds_config(tcfg, wc.world, n_steps, wc.device.type == "cuda")
+    engine = ds.setup_engine(model, param_groups(model, tcfg.weight_decay), ds_config)
+
+    state = LoopState()
+    ckpt = rt.get_checkpoint()
+    if ckpt is not None:
+        with ckpt.as_directory() as d:
+            saved = ds.load_checkpoint(engine, d)
+        state = LoopState(**{**saved, "resumes": saved.get("resumes", 0) + 1})
+        log.info("%s: resumed from checkpoint at step %d (epoch %d, %d micro-batches in)",
+                 spec.stage, state.step, state.epoch, state.micro_in_epoch)
+
+    dev_rows = rt.dev_rows()
+    train_it = rt.train_iterator()
+    eval_every = tcfg.eval_every or per_epoch
+    window_t0, window_rows, window_step = time.time(), 0, state.step
+
+    def report(metrics: dict[str, Any], with_checkpoint: bool) -> None:
+        metrics = {"stage": spec.stage, "step": state.step, "epoch": state.epoch, **metrics}
+        if wc.rank == 0:
+            state.history.append(metrics)
+        if not with_checkpoint:
+            rt.report(metrics)
+            return
+        with tempfile.TemporaryDirectory(prefix="distillray-ckpt-") as tmp:
+            client = asdict(state)
+            ds.save_checkpoint(engine, tmp, client)
+            rt.report(metrics, checkpoint_dir=tmp)
+
+    while state.step < n_steps and state.epoch < tcfg.epochs:
+        batches = bucketed_batches(
+            _windows(train_it, micro, 32, tcfg.shuffle_buffer, tcfg.seed + state.epoch),
+            micro, seed=tcfg.seed * 1000 + state.epoch, pad_id=pad_id)
+        micro_limit = per_epoch * tcfg.grad_accum
+        for k, batch in enumerate(batches):
+            if k < state.micro_in_epoch:
+                continue  # resuming mid-epoch: skip what was already trained on
+            if k >= micro_limit or state.step >= n_steps:
+                break
+            out = train_step(engine, to_device(batch, wc.device), w)
+            state.micro_in_epoch = k + 1
+            window_rows += len(batch["labels"]) * wc.world
+            if (k + 1) % tcfg.grad_accum:
+                continue  # not an optimizer step yet
+            state.step += 1
+            last = state.step == n_steps
+            do_log = state.step % tcfg.log_every == 0 or last
+            do_eval = state.step % eval_every == 0 and not last  # the last eval comes below
+            do_ckpt = bool(tcfg.checkpoint_every) and state.step % tcfg.checkpoint_every == 0
+            if not (do_log or do_eval or do_ckpt):
+                continue
+            metrics: dict[str, Any] = {}
+            if do_log:
+                dt = time.time() - window_t0
+                metrics.update({f"train_{name}": float(v) for name, v in out.items()})
+                metrics.update(lr=float(engine.get_lr()[0]), examples_per_s=window_rows / max(dt, 1e-9),
+                               step_time_s=dt / max(1, state.step - window_step))
+                window_t0, window_rows, window_step = time.time(), 0, state.step
+            if do_eval:
+                metrics.update(evaluate(engine, dev_rows, micro, pad_id, wc.rank, wc.world, wc.device))
+            report(metrics, with_checkpoint=do_ckpt)
+            log.info("%s step %d/%d %s", spec.stage, state.step, n_steps,
+                     " ".join(f"{name}={v:.4g}" for name, v in metrics.items() if isinstance(v, float)))
+        state.epoch += 1
+        state.micro_in_epoch = 0
+
+    final = evaluate(engine, dev_rows, micro, pad_id, wc.rank, wc.world, wc.device)
+    weights = ds.full_state_dict(engine)
+    export = None
+    if wc.rank == 0 and spec.export_dir:
+        export = rt.export_model(spec.model_init, weights, spec.export_dir)
+    report({**final, "final": True}, with_checkpoint=True)
+    if wc.rank == 0:
+        return {"history": state.history, "final": final, "steps": state.step,
+                "resumes": state.resumes, "export_dir": export}
+    return None

@@ -1,0 +1,111 @@
+import json
+import subprocess
+import sys
+
+import pytest
+
+from distillray.config import Config, ConfigError, dump_yaml, list_presets, load_config, parse_value, set_key
+from distillray import cli
+
+
+@pytest.mark.parametrize("preset", list_presets())
+def test_every_preset_loads_and_validates(preset):
+    cfg = load_config(preset)
+    assert isinstance(cfg, Config)
+    assert Config.from_dict(cfg.to_dict()) == cfg  # survives the trip into Ray workers
+
+
+def test_overrides_are_typed_and_paths_absolute(tmp_path):
+    cfg = load_config("sst2", ["distill.temperature=4", "train.lr=1e-4", "student.layers=[0,2,4]",
+                               "data.max_rows=100", "run.output_dir=out"], base_dir=tmp_path)
+    assert cfg.distill.temperature == 4.0 and isinstance(cfg.distill.temperature, float)
+    assert cfg.train.lr == 1e-4
+    assert cfg.student.layers == [0, 2, 4]
+    assert cfg.data.max_rows == 100
+    assert cfg.run.output_dir == str(tmp_path / "out")
+    assert cfg.data.train.endswith("shared/data/sst2/train.tsv") and cfg.data.train.startswith("/")
+
+
+def test_parse_value():
+    assert parse_value("1e-4") == 1e-4
+    assert parse_value("[0, 2]") == [0, 2]
+    assert parse_value("null") is None
+    assert parse_value("runs/x") == "runs/x"
+    assert parse_value("true") is True
+
+
+BAD = [
+    (["distill.temprature=3"], "did you mean distill.temperature"),
+    (["nosuch.key=1"], "unknown key 'nosuch'"),
+    (["distill.temperature=-1"], "distill.temperature=-1"),
+    (["distill.temperature=0"], "distill.temperature=0"),
+    (["distill.temperature=abc"], "distill.temperature=\"abc\""),
+    (["distill.alpha_kd=1.5"], "distill.alpha_kd=1.5"),
+    (["distill.alpha_ce=-0.1"], "distill.alpha_ce=-0.1"),
+    (["distill.alpha_kd=0", "distill.alpha_ce=0"], "all 0"),
+    (["train.epochs=1.5"], "train.epochs=1.5"),
+    (["train.batch_size=0"], "train.batch_size=0"),
+    (["train.zero_stage=4"], "train.zero_stage=4"),
+    (["train.use_gpu=maybe"], "train.use_gpu"),
+    (["train.batch_size=33", "train.num_workers=2"], "train.batch_size=33"),
+    (["student.layers=[]"], "student.layers=[] is empty"),
+    (["student.layers=[-1,2]"], "negative"),
+    (["student.layers=[2,0]"], "increasing"),
+    (["data.format=xml"], "data.format"),
+    (["data.label_names=[a,b]"], "data.label_names"),
+    (["data.labels=[1]"], "fewer than 2"),
+    (["distill.alpha_cos=0.5"], "precompute.store_hidden=true"),
+    (["tune.space={train.lr: {type: loguniform, low: 0, high: 1}}"], "low > 0"),
+    (["tune.space={run.output_dir: {type: grid, values: [a]}}"], "not a searchable"),
+    (["train"], "is not key=value"),
+]
+
+
+@pytest.mark.parametrize("overrides,needle", BAD)
+def test_bad_config_names_field_and_fix(overrides, needle):
+    with pytest.raises(ConfigError) as e:
+        load_config(None, overrides)
+    msg = str(e.value)
+    assert needle in msg
+    assert "\n" not in msg
+    assert "fix" in msg or "did you mean" in msg or "see --print-config" in msg
+
+
+def test_missing_preset_is_a_config_error():
+    with pytest.raises(ConfigError, match="no such preset"):
+        load_config("nope")
+
+
+def test_yaml_file_config(tmp_path):
+    p = tmp_path / "c.yaml"
+    p.write_text("distill:\n  temperature: 3\ntrain:\n  lr: 2e-5\n")
+    cfg = load_config(str(p))
+    assert cfg.distill.temperature == 3.0 and cfg.train.lr == 2e-5
+
+
+def test_set_key_revalidates():
+    cfg = load_config(None)
+    assert set_key(cfg, "distill.temperature", 7.5).distill.temperature == 7.5
+    with pytest.raises(ConfigError):
+        set_key(cfg, "distill.temperature", -2)
+
+
+def test_print_config_shows_resolved_yaml(capsys):
+    with pytest.raises(SystemExit) as e:
+        cli.parse(cli.parser("x"), ["--config", "demo", "distill.temperature=5", "--print-config"])
+    assert e.value.code == 0
+    out = capsys.readouterr().out
+    assert "temperature: 5.0" in out
+    assert out == dump_yaml(load_config("demo", ["distill.temperature=5"]))
+
+
+def test_job_help_and_bad_config_exit_code(tmp_path):
+    out = tmp_path / "out"
+    r = subprocess.run([sys.executable, "jobs/distill.py", "distill.temperature=-1", f"run.output_dir={out}"],
+                       capture_output=True, text=True, timeout=60)
+    assert r.returncode == 2
+    lines = [ln for ln in r.stderr.splitlines() if ln.strip()]
+    assert lines == [lines[-1]] and lines[0].startswith("error: config error: distill.temperature=-1")
+    assert not out.exists()
+    r = subprocess.run([sys.executable, "jobs/distill.py", "--help"], capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0 and "key=value" in r.stdout
