@@ -122,6 +122,10 @@ def preflight(cfg: Config, need_train: bool = True, need_dev: bool = True,
     if teacher:
         check_teacher(cfg)
     check_resources(cfg)
+    if cfg.tune.enabled:
+        from distillray.tuning.search import check_tune
+
+        check_tune(cfg, cfg.teacher.model if teacher else None)
     t0 = time.time()
     if need_train:
         train, dev, labels = load_task(cfg.data, Path(cfg.run.output_dir), need_dev=need_dev)
@@ -136,7 +140,10 @@ def preflight(cfg: Config, need_train: bool = True, need_dev: bool = True,
 
 
 def load_dev_for_labels(cfg: Config, labels: LabelSet) -> TextDataset:
-    dev, _ = load_split(cfg.data.dev, cfg.data, labels, cfg.data.dev_max_rows)
+    from distillray.data.text import resolve_source
+
+    dev, _ = load_split(resolve_source(cfg.data.dev, Path(cfg.run.output_dir), "dev"), cfg.data, labels,
+                        cfg.data.dev_max_rows)
     return dev
 
 
@@ -252,8 +259,8 @@ def check_shards(task: Task, shard_dir: str, teacher_dir: str | None) -> dict[st
 
 def distill_student(task: Task, shard_dir: str, manifest: dict[str, Any], init_dir: str,
                     export_dir: str | None, cfg: Config | None = None, callbacks: list | None = None,
-                    name: str | None = None):
-    """Train a student from shards with the one train loop."""
+                    name: str | None = None, gpus_per_worker: float = 1.0):
+    """Train a student from shards with the one train loop (also each Tune trial's body)."""
     from distillray.data.batches import shard_dataset, tokenized_dataset
     from distillray.data.shards import shard_paths
     from distillray.distributed.ray_train import fit
@@ -271,7 +278,7 @@ def distill_student(task: Task, shard_dir: str, manifest: dict[str, Any], init_d
                     weights=vars(weights).copy(), model_init=init_dir, export_dir=export_dir,
                     train_rows=int(manifest["rows"]))
     result = fit(spec, datasets, name=name or f"{cfg.run_name}-student", storage_path=str(task.out / "ray"),
-                 callbacks=callbacks)
+                 callbacks=callbacks, gpus_per_worker=gpus_per_worker)
     task.timings["distill"] = time.time() - t0
     _write_history(task.out / "metrics" / "distill.jsonl", result.history)
     return result

@@ -1,0 +1,100 @@
+"""The Serve application: the one place deployments are bound.
+
+Three ways to start it (all bind 127.0.0.1:8000 unless told otherwise):
+
+    serve run serve/config.yaml                              # Serve config file (names the model dir)
+    serve run serve.app:build_app model=runs/demo/student    # same app, model= as an argument
+    python serve/app.py --model runs/demo/student [serve.quantize=true serve.port=8001 ...]
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Any
+
+if __package__ in (None, ""):  # `python serve/app.py`: make `serve.*` and `distillray` importable
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from ray.serve import Application
+
+from distillray.config import Config, ServeConfig, load_config
+from distillray.errors import ConfigError, ModelError
+
+APP_NAME = "distillray"
+
+
+def check_model_dir(model: str) -> str:
+    """An absolute, loadable exported model dir, or a one-line error naming the fix."""
+    from distillray.models import model_config
+
+    if not model:
+        raise ConfigError("config error: serve.model is not set; fix: pass model=runs/<name>/student "
+                          "(or --model DIR), an exported model dir")
+    path = Path(model).expanduser().resolve()
+    if not (path / "config.json").exists():
+        raise ModelError(f"serve.model={model}: {path} is not an exported model dir (no config.json); "
+                         "fix: point at runs/<name>/student or runs/<name>/teacher")
+    model_config(path)
+    return str(path)
+
+
+def settings_from(cfg: Config) -> dict[str, Any]:
+    s: ServeConfig = cfg.serve
+    return s.model_dump(mode="json") | {"model": check_model_dir(s.model), "use_gpu": cfg.train.use_gpu}
+
+
+def build_app(args: dict[str, str] | None = None) -> Application:
+    """Builder for `serve run`: args are serve.* keys (`model=...`, `quantize=true`) or full dotted
+    keys, plus `config=<preset or yaml>`."""
+    args = dict(args or {})
+    preset = args.pop("config", None)
+    overrides = [f"{k if '.' in k else 'serve.' + k}={v}" for k, v in args.items()]
+    return bind(load_config(preset, overrides))
+
+
+def bind(cfg: Config) -> Application:
+    from serve.classifier import Classifier
+
+    s = settings_from(cfg)
+    if s["max_ongoing_requests"] < s["max_batch_size"]:
+        raise ConfigError(f"config error: serve.max_ongoing_requests={s['max_ongoing_requests']} is below "
+                          f"serve.max_batch_size={s['max_batch_size']}, so batches could never fill; "
+                          f"fix: set serve.max_ongoing_requests>={s['max_batch_size']}")
+    actor = {"num_cpus": s["cpus_per_replica"], "num_gpus": 1 if cfg.train.use_gpu else 0}
+    return Classifier.options(num_replicas=s["num_replicas"], max_ongoing_requests=s["max_ongoing_requests"],
+                              ray_actor_options=actor).bind(s)
+
+
+def main(argv: list[str] | None = None) -> int:
+    import signal
+    import threading
+
+    from ray import serve
+
+    from distillray import cli
+    from distillray.ray_utils import init_ray
+
+    p = cli.parser("Serve an exported model dir over HTTP with Ray Serve.")
+    p.add_argument("--model", default=None, help="exported model dir (student or teacher); same as serve.model=")
+    args, cfg = cli.parse(p, argv)
+    if args.model:
+        cfg = load_config(args.config, [*args.overrides, f"serve.model={args.model}"])
+    app = bind(cfg)  # validates before any Ray work
+    init_ray(cfg)
+    serve.start(http_options={"host": cfg.serve.host, "port": cfg.serve.port, "request_timeout_s": 30})
+    serve.run(app, name=APP_NAME, route_prefix="/")
+    url = f"http://{cfg.serve.host}:{cfg.serve.port}"
+    print(f"serving {cfg.serve.model} at {url}/v1/classify (docs: {url}/docs); Ctrl-C stops", flush=True)
+    stop = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stop.set())
+    stop.wait()
+    serve.shutdown()
+    return 0
+
+
+if __name__ == "__main__":
+    from distillray import cli
+
+    sys.exit(cli.entrypoint(main)())

@@ -1,0 +1,179 @@
+"""The Serve app over real HTTP on 127.0.0.1, with a tiny model: predictions, every bad-input
+case (4xx + JSON, and the server still answers), concurrency, and the Serve config file."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import numpy as np
+import pytest
+import yaml
+
+from conftest import REPO
+
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(600)]
+
+TEXTS = ["a wonderful film with a great cast .", "a dull , lifeless movie .", "it is what it is",
+         "the plot never comes together , but the actors try hard ."]
+LIMITS = ["serve.max_batch_texts=8", "serve.max_chars=200", "serve.max_batch_size=16"]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def server(ray_local, tiny_teacher):
+    from ray import serve
+
+    from distillray.config import load_config
+    from serve.app import bind
+
+    port = free_port()
+    serve.start(http_options={"host": "127.0.0.1", "port": port, "request_timeout_s": 30})
+    serve.run(bind(load_config(None, [f"serve.model={tiny_teacher}", *LIMITS])), name="distillray",
+              route_prefix="/")
+    yield f"http://127.0.0.1:{port}"
+    serve.shutdown()
+
+
+def classify(url: str, payload, **kw) -> httpx.Response:
+    return httpx.post(f"{url}/v1/classify", json=payload, timeout=30, **kw)
+
+
+def assert_still_serving(url: str) -> None:
+    r = classify(url, {"text": TEXTS[0]})
+    assert r.status_code == 200, r.text
+    assert len(r.json()["predictions"]) == 1
+
+
+def test_predictions_equal_an_in_process_forward(server, tiny_teacher):
+    from distillray.inference import load_for_inference
+
+    r = classify(server, {"texts": TEXTS})
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert body["model"].startswith("teacher@")
+    ref = load_for_inference(tiny_teacher).predict_proba(TEXTS)
+    labels = ["negative", "positive"]
+    for pred, p in zip(body["predictions"], ref):
+        assert list(pred["probs"]) == labels
+        np.testing.assert_allclose([pred["probs"][k] for k in labels], p, atol=1e-5)
+        assert pred["label"] == labels[int(np.argmax(p))]
+        assert pred["score"] == pytest.approx(float(np.max(p)), abs=1e-5)
+    single = classify(server, {"text": TEXTS[1]}).json()["predictions"]
+    np.testing.assert_allclose(list(single[0]["probs"].values()), ref[1], atol=1e-5)
+
+
+def test_model_info_health_and_docs(server):
+    info = httpx.get(f"{server}/v1/model").json()
+    assert info["labels"] == ["negative", "positive"] and info["params"] > 0 and info["quantized"] is False
+    assert httpx.get(f"{server}/healthz").json()["status"] == "ok"
+    spec = httpx.get(f"{server}/openapi.json").json()
+    assert "/v1/classify" in spec["paths"] and "/v1/model" in spec["paths"]
+    assert httpx.get(f"{server}/docs").status_code == 200
+
+
+BAD = [  # (name, request kwargs, status, words in the error)
+    ("missing field", {"json": {}}, 422, "exactly one"),
+    ("both fields", {"json": {"text": "a", "texts": ["b"]}}, 422, "exactly one"),
+    ("wrong type", {"json": {"text": 123}}, 422, "valid string"),
+    ("list of non-strings", {"json": {"texts": [1, 2]}}, 422, "valid string"),
+    ("unknown field", {"json": {"text": "a", "colour": "red"}}, 422, "colour"),
+    ("empty string", {"json": {"text": ""}}, 422, "empty"),
+    ("empty list", {"json": {"texts": []}}, 422, "empty"),
+    ("too many texts", {"json": {"texts": ["ok"] * 9}}, 413, "max_batch_texts=8"),
+    ("text too long", {"json": {"text": "x" * 201}}, 413, "max_chars=200"),
+    ("invalid JSON", {"content": b'{"text": ', "headers": {"content-type": "application/json"}}, 400, "not valid JSON"),
+    ("invalid UTF-8", {"content": b'{"text": "\xff\xfe"}', "headers": {"content-type": "application/json"}}, 400, "UTF-8"),
+    ("wrong content type", {"content": b"text=hello", "headers": {"content-type": "application/x-www-form-urlencoded"}}, 415, "application/json"),
+    ("no body", {"content": b"", "headers": {"content-type": "application/json"}}, 400, "not valid JSON"),
+]
+
+
+@pytest.mark.parametrize("name,kwargs,status,words", BAD, ids=[b[0] for b in BAD])
+def test_bad_input_gets_a_4xx_with_json_and_the_server_still_answers(server, name, kwargs, status, words):
+    r = httpx.post(f"{server}/v1/classify", timeout=30, **kwargs)
+    assert r.status_code == status, (name, r.status_code, r.text)
+    assert words in r.json()["error"], r.json()
+    assert_still_serving(server)
+
+
+def test_unknown_path_and_wrong_method(server):
+    r = httpx.get(f"{server}/v1/nope")
+    assert r.status_code == 404 and "/v1/classify" in r.json()["error"]
+    r = httpx.get(f"{server}/v1/classify")
+    assert r.status_code == 405 and "POST" in r.json()["error"]
+    r = httpx.delete(f"{server}/v1/model")
+    assert r.status_code == 405 and "error" in r.json()
+    assert_still_serving(server)
+
+
+def test_long_token_sequences_are_truncated(server):
+    r = classify(server, {"text": "!" * 190})  # 190 tokens > the tiny model's 128 positions
+    assert r.status_code == 200, r.text
+
+
+def test_200_concurrent_requests_all_succeed(server):
+    async def run() -> list[int]:
+        limits = httpx.Limits(max_connections=64)
+        async with httpx.AsyncClient(timeout=60, limits=limits) as client:
+            async def one(i: int) -> int:
+                payload = {"text": TEXTS[i % 4]} if i % 3 else {"texts": TEXTS[: 1 + i % 4]}
+                r = await client.post(f"{server}/v1/classify", json=payload)
+                n = len(r.json()["predictions"]) if r.status_code == 200 else -1
+                return r.status_code if n == (1 if i % 3 else 1 + i % 4) else -n
+            return await asyncio.gather(*(one(i) for i in range(200)))
+
+    codes = asyncio.run(run())
+    assert codes == [200] * 200
+
+
+def test_serve_config_file_is_valid_and_starts_the_app(tiny_teacher, tmp_path):
+    """`serve run` on (a copy of) serve/config.yaml with the model pointed at the tiny model."""
+    from ray.serve.schema import ServeDeploySchema
+
+    cfg = yaml.safe_load((REPO / "serve" / "config.yaml").read_text())
+    ServeDeploySchema.model_validate(cfg)  # Serve's own schema
+    port = free_port()
+    cfg["http_options"]["port"] = port
+    cfg["applications"][0]["args"]["model"] = str(tiny_teacher)
+    path = tmp_path / "serve.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"} | {"PYTHONPATH": str(REPO)}
+    serve_bin = str(Path(sys.executable).parent / "serve")
+    proc = subprocess.Popen([serve_bin, "run", str(path)], cwd=REPO, env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        deadline, ok = time.time() + 240, False
+        while time.time() < deadline and proc.poll() is None:
+            try:
+                r = httpx.post(f"http://127.0.0.1:{port}/v1/classify", json={"text": TEXTS[0]}, timeout=5)
+                if r.status_code == 200:
+                    ok = True
+                    break
+            except httpx.HTTPError:
+                pass
+            time.sleep(1)
+        assert ok, f"serve run never answered; rc={proc.poll()}"
+        assert r.json()["predictions"][0]["label"] in ("negative", "positive")
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            out, _ = proc.communicate(timeout=60)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            out, _ = proc.communicate()
+    assert ok, out.decode(errors="replace")[-3000:]
