@@ -1,0 +1,160 @@
+"""Quality and speed of distillation on SST-2 (issue 3, section 4), end to end on real Ray:
+
+  teacher  = the packaged MiniLM fine-tuned on a seeded 20,000-row slice of train
+  student  = teacher layers [0, 2, 4], distilled from shards over all 67,349 train rows
+  baseline = the same student, same init, hard labels only (distill.alpha_kd=0)
+  online   = seconds/step with a teacher forward every step vs reading the shards
+
+    python bench/quality.py                       # the issue's sizes
+    python bench/quality.py --student-epochs 1 --lock /tmp/distillray-cpu.lock
+
+Prints a table; writes runs/bench-quality/quality.json. Every stage goes through the same
+pipeline functions as jobs/distill.py.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).parent))
+from common import REPO, cpu_lock, machine, save, sst2_or_exit, table  # noqa: E402
+
+
+def online_vs_offline(teacher_dir: str, init_dir: str, shard_dir: str, manifest: dict, steps: int,
+                      batch_size: int, w) -> dict[str, float]:
+    """Seconds per training step of the same student: logits read from shards (offline) vs a
+    teacher forward pass every step (online). Same batches, same optimizer, in-process, fp32."""
+    import numpy as np
+    import pyarrow.parquet as pq
+    import torch
+
+    from distillray.data.batches import collate
+    from distillray.data.shards import shard_paths
+    from distillray.losses import distill_loss
+    from distillray.models import load_classifier
+    from distillray.training.loop import param_groups
+
+    table_ = pq.read_table(shard_paths(shard_dir, manifest)[0])
+    rows = {c: table_.column(c).to_pylist() for c in ("input_ids", "label", "teacher_logits")}
+    rng = np.random.default_rng(0)
+    batches = [collate(rows, rng.choice(len(rows["label"]), batch_size, replace=False), 0)
+               for _ in range(steps)]
+    out = {}
+    for mode in ("offline", "online"):
+        torch.manual_seed(0)
+        student = load_classifier(init_dir).train()
+        teacher = load_classifier(teacher_dir).eval() if mode == "online" else None
+        opt = torch.optim.AdamW(param_groups(student, 0.01), lr=1e-4)
+        times = []
+        for b in batches:
+            t0 = time.perf_counter()
+            logits_t = b["teacher_logits"]
+            if teacher is not None:
+                with torch.inference_mode():
+                    logits_t = teacher(input_ids=b["input_ids"], attention_mask=b["attention_mask"]).logits
+                logits_t = logits_t.clone()
+            s = student(input_ids=b["input_ids"], attention_mask=b["attention_mask"]).logits
+            loss, _ = distill_loss(s, b["labels"], w, teacher_logits=logits_t)
+            loss.backward()
+            opt.step()
+            opt.zero_grad(set_to_none=True)
+            times.append(time.perf_counter() - t0)
+        out[f"{mode}_s_per_step"] = float(np.median(times[5:]))
+    out["online_over_offline"] = out["online_s_per_step"] / out["offline_s_per_step"]
+    return out
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--teacher-rows", type=int, default=20_000)
+    p.add_argument("--teacher-epochs", type=int, default=2)
+    p.add_argument("--teacher-lr", type=float, default=1e-4)
+    p.add_argument("--student-rows", type=int, default=None, help="default: all of train")
+    p.add_argument("--student-epochs", type=int, default=2)
+    p.add_argument("--student-lr", type=float, default=2e-4)
+    p.add_argument("--temperature", type=float, default=2.0)
+    p.add_argument("--alpha-kd", type=float, default=0.5)
+    p.add_argument("--online-steps", type=int, default=100)
+    p.add_argument("--output-dir", default=str(REPO / "runs" / "bench-quality"))
+    p.add_argument("--lock", default=None, help="exclusive lock file held around each stage")
+    p.add_argument("overrides", nargs="*", help="extra config key=value")
+    args = p.parse_args()
+    sst2_or_exit()
+
+    from distillray import cli, pipeline
+    from distillray.config import load_config
+    from distillray.evaluation import evaluate_dir
+    from distillray.losses import LossWeights
+    from distillray.ray_utils import ray_session
+
+    base = [f"finetune.max_rows={args.teacher_rows}", "data.sample=random", "data.sample_seed=0",
+            f"finetune.epochs={args.teacher_epochs}", f"finetune.lr={args.teacher_lr}",
+            f"train.epochs={args.student_epochs}", f"train.lr={args.student_lr}", "student.layers=[0,2,4]",
+            f"distill.temperature={args.temperature}", f"distill.alpha_kd={args.alpha_kd}",
+            f"distill.alpha_ce={round(1 - args.alpha_kd, 6)}", "train.checkpoint_every=1000",
+            "train.eval_every=0", "train.log_every=50", f"run.output_dir={args.output_dir}"]
+    if args.student_rows:
+        base.append(f"data.max_rows={args.student_rows}")
+    cfg = load_config("sst2", base + args.overrides)
+    cli.setup_logging("INFO")
+    t_all = time.time()
+    task = pipeline.preflight(cfg)
+    out = task.out
+    with ray_session(cfg):
+        with cpu_lock(args.lock):
+            teacher_dir, tfit = pipeline.prepare_teacher(task)
+        with cpu_lock(args.lock):
+            shards = pipeline.precompute(task, teacher_dir)
+        manifest = pipeline.check_shards(task, shards.shard_dir, teacher_dir)
+        init_dir = pipeline.student_init_dir(task, teacher_dir, cfg.student.layers)
+        with cpu_lock(args.lock):
+            sfit = pipeline.distill_student(task, shards.shard_dir, manifest, init_dir, str(out / "student"))
+        distill_s = task.timings["distill"]
+        hard_cfg = load_config("sst2", base + args.overrides + ["distill.alpha_kd=0", "distill.alpha_ce=1"])
+        with cpu_lock(args.lock):
+            hfit = pipeline.distill_student(task, shards.shard_dir, manifest, init_dir, str(out / "student-hard"),
+                                            cfg=hard_cfg, name=f"{cfg.run_name}-hard-labels")
+        task.timings["hard_label_student"], task.timings["distill"] = task.timings["distill"], distill_s
+    with cpu_lock(args.lock):
+        report = pipeline.finish(task, tfit, sfit, shards)
+        hard = evaluate_dir(out / "student-hard", task.dev.texts, task.dev.labels, task.labels.names,
+                            max_length=cfg.data.max_length, speed=False)
+        w = LossWeights(temperature=cfg.distill.temperature, alpha_kd=cfg.distill.alpha_kd,
+                        alpha_ce=cfg.distill.alpha_ce)
+        online = online_vs_offline(teacher_dir, init_dir, shards.shard_dir, manifest, args.online_steps,
+                                   cfg.train.batch_size, w)
+    t, s, q = report["teacher"], report["student"], report.get("student_int8", {})
+    rows = [
+        ("teacher dev accuracy", t["accuracy"], ">= 0.86", "yes" if t["accuracy"] >= 0.86 else "MISS"),
+        ("student dev accuracy", s["accuracy"], "", ""),
+        ("hard-label student dev accuracy", hard["accuracy"], "< student",
+         "yes" if s["accuracy"] > hard["accuracy"] else "MISS"),
+        ("retention (student / teacher)", report["retention"], ">= 0.97", "yes" if report["retention"] >= 0.97 else "MISS"),
+        ("speedup (throughput, batch 64)", report["speedup"], ">= 1.8", "yes" if report["speedup"] >= 1.8 else "MISS"),
+        ("teacher params", t["params"], "", ""), ("student params", s["params"], "", ""),
+        ("teacher latency ms (batch 1)", t["latency_ms"], "", ""), ("student latency ms (batch 1)", s["latency_ms"], "", ""),
+        ("teacher throughput ex/s", t["throughput"], "", ""), ("student throughput ex/s", s["throughput"], "", ""),
+        ("int8 student accuracy", q.get("accuracy", float("nan")), "", ""),
+        ("int8 student throughput ex/s", q.get("throughput", float("nan")), "", ""),
+        ("offline s/step (shards)", online["offline_s_per_step"], "", ""),
+        ("online s/step (teacher fwd each step)", online["online_s_per_step"], "", ""),
+        ("online / offline", online["online_over_offline"], ">= 1.5",
+         "yes" if online["online_over_offline"] >= 1.5 else "MISS"),
+    ]
+    rows += [(f"wall time: {k} (s)", v, "", "") for k, v in task.timings.items()]
+    rows.append(("wall time: total (s)", time.time() - t_all, "", ""))
+    print(f"\nbench/quality.py on {machine()}")
+    print(f"teacher fine-tuned on {args.teacher_rows} seeded rows x {args.teacher_epochs} epochs; student on "
+          f"{report['dataset']['train_rows']} rows x {args.student_epochs} epochs; dev {report['dataset']['dev_rows']} rows\n")
+    print(table(rows, ("measure", "value", "target", "met")))
+    save(out, "quality", {"report": report, "hard_label_student": hard, "online": online,
+                          "args": vars(args), "machine": machine(), "timings": task.timings})
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

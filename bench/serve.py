@@ -1,0 +1,138 @@
+"""HTTP load against the Serve app (issue 5): 2,000 requests at concurrency 32 with real SST-2 dev
+sentences, to (a) the student with batching, (b) the teacher with batching, (c) the student
+without batching, (d) the int8 student with batching. Every server is started by this script on
+this machine, one at a time, on a local Ray.
+
+    python bench/serve.py --student runs/bench-quality/student --teacher runs/bench-quality/teacher
+
+Targets: 0 errors; student/teacher throughput >= 1.8x; batched/unbatched >= 2x.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import csv
+import socket
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).parent))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from common import REPO, cpu_lock, machine, save, sst2_or_exit, table  # noqa: E402
+
+
+def dev_sentences(path: Path) -> list[str]:
+    with open(path, newline="", encoding="utf-8") as fh:
+        rows = list(csv.reader(fh, delimiter="\t", quoting=csv.QUOTE_NONE))
+    return [r[1] for r in rows[1:] if len(r) > 1 and r[1].strip()]
+
+
+async def load(url: str, texts: list[str], n: int, concurrency: int) -> dict[str, float]:
+    import aiohttp
+
+    lat: list[float] = []
+    errors = 0
+    queue = iter(range(n))
+
+    async def worker(session: aiohttp.ClientSession) -> None:
+        nonlocal errors
+        for i in queue:
+            t0 = time.perf_counter()
+            try:
+                async with session.post(url, json={"text": texts[i % len(texts)]}) as r:
+                    body = await r.json()
+                    if r.status != 200 or "predictions" not in body:
+                        errors += 1
+            except (aiohttp.ClientError, asyncio.TimeoutError):
+                errors += 1
+            lat.append((time.perf_counter() - t0) * 1000)
+
+    conn = aiohttp.TCPConnector(limit=concurrency)
+    async with aiohttp.ClientSession(connector=conn, timeout=aiohttp.ClientTimeout(total=60)) as session:
+        for i in range(concurrency):  # warm-up, not counted
+            async with session.post(url, json={"text": texts[i]}) as r:
+                await r.read()
+        t0 = time.perf_counter()
+        await asyncio.gather(*(worker(session) for _ in range(concurrency)))
+        wall = time.perf_counter() - t0
+    a = np.array(lat)
+    return {"req_per_s": n / wall, "p50_ms": float(np.percentile(a, 50)), "p95_ms": float(np.percentile(a, 95)),
+            "p99_ms": float(np.percentile(a, 99)), "errors": errors, "requests": n, "wall_s": wall}
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--student", default=str(REPO / "runs" / "bench-quality" / "student"))
+    p.add_argument("--teacher", default=str(REPO / "runs" / "bench-quality" / "teacher"))
+    p.add_argument("--requests", type=int, default=2000)
+    p.add_argument("--concurrency", type=int, default=32)
+    p.add_argument("--cpus-per-replica", type=int, default=1,
+                   help="threads of the one replica (the load generator and proxy need the other core)")
+    p.add_argument("--max-batch-size", type=int, default=32)
+    p.add_argument("--lock", default=None)
+    p.add_argument("--output-dir", default=str(REPO / "runs" / "bench-serve"))
+    args = p.parse_args()
+    texts = dev_sentences(sst2_or_exit() / "dev.tsv")
+    for d in (args.student, args.teacher):
+        if not (Path(d) / "config.json").exists():
+            print(f"error: {d} is not an exported model dir; run bench/quality.py or `make demo` first, "
+                  "or pass --student/--teacher", file=sys.stderr)
+            return 2
+
+    import ray
+    from ray import serve
+
+    from distillray.config import load_config
+    from distillray.ray_utils import init_ray
+    from serve.app import bind
+
+    cases = [("a student, batched", args.student, [f"serve.max_batch_size={args.max_batch_size}"]),
+             ("b teacher, batched", args.teacher, [f"serve.max_batch_size={args.max_batch_size}"]),
+             ("c student, unbatched", args.student, ["serve.max_batch_size=1"]),
+             ("d int8 student, batched", args.student, [f"serve.max_batch_size={args.max_batch_size}",
+                                                         "serve.quantize=true"])]
+    results = {}
+    with cpu_lock(args.lock):
+        init_ray(load_config(None, []))
+        port = free_port()
+        serve.start(http_options={"host": "127.0.0.1", "port": port, "request_timeout_s": 60})
+        try:
+            for name, model, extra in cases:
+                cfg = load_config(None, [f"serve.model={model}", f"serve.cpus_per_replica={args.cpus_per_replica}",
+                                         "serve.max_ongoing_requests=64", *extra])
+                serve.run(bind(cfg), name="bench", route_prefix="/")
+                results[name] = asyncio.run(load(f"http://127.0.0.1:{port}/v1/classify", texts,
+                                                 args.requests, args.concurrency))
+                print(name, {k: round(v, 2) for k, v in results[name].items()}, flush=True)
+                serve.delete("bench")
+        finally:
+            serve.shutdown()
+            ray.shutdown()
+    a, b, c, d = (results[k[0]] for k in cases)
+    rows = [(k, v["req_per_s"], v["p50_ms"], v["p95_ms"], v["p99_ms"], v["errors"]) for k, v in results.items()]
+    print(f"\nbench/serve.py on {machine()}: {args.requests} requests x concurrency {args.concurrency}, "
+          f"1 replica x {args.cpus_per_replica} CPU, max_batch_size {args.max_batch_size}\n")
+    print(table(rows, ("server", "req/s", "p50 ms", "p95 ms", "p99 ms", "errors")))
+    ratios = [("student / teacher throughput (batched)", a["req_per_s"] / b["req_per_s"], ">= 1.8"),
+              ("batched / unbatched (student)", a["req_per_s"] / c["req_per_s"], ">= 2"),
+              ("int8 / fp32 student throughput", d["req_per_s"] / a["req_per_s"], ""),
+              ("errors (all servers)", sum(v["errors"] for v in results.values()), "0")]
+    print()
+    print(table(ratios, ("ratio", "value", "target")))
+    save(Path(args.output_dir), "serve", {"results": results, "ratios": {r[0]: r[1] for r in ratios},
+                                          "args": vars(args), "machine": machine()})
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
