@@ -32,97 +32,160 @@ SMOKE = "smoke"
 
 class _Section(BaseModel):
     # strict: "4" is not an int and 1 is not a bool; extra keys are errors, not silently dropped.
-    model_config = ConfigDict(extra="forbid", strict=True, validate_assignment=True)
+    # The string under each field is its description (`use_attribute_docstrings`): the README's
+    # configuration reference is generated from them (`python -m distillray.docs --write`).
+    model_config = ConfigDict(extra="forbid", strict=True, validate_assignment=True,
+                              use_attribute_docstrings=True)
 
 
 class DataConfig(_Section):
     """Where the labelled text comes from and how to read it."""
 
-    train: str = ""  # file path, file:// URI, "hf:<name>[:<config>]:<split>", or "smoke"
+    train: str = ""
+    """Training data: a path, file:// URI, "hf:<name>[:<config>]:<split>", or "smoke" (built-in sample)."""
     dev: str = ""
+    """Dev data for evaluation, in the same forms as data.train."""
     format: Literal["auto", "tsv", "csv", "jsonl", "parquet"] = "auto"
-    header: bool = True  # tsv/csv: the first line names the columns
-    text_column: str | int = "text"  # a column name, or a 0-based index
+    """File format; auto: from the file extension."""
+    header: bool = True
+    """tsv/csv: the first line names the columns."""
+    text_column: str | int = "text"
+    """The text column: a column name, or a 0-based index."""
     label_column: str | int = "label"
-    labels: list[str | int] | None = None  # declared label set and order; None: sorted unique
-    label_names: list[str] | None = None  # display names for `labels`, same order
-    max_rows: int | None = Field(default=None, ge=1)  # first N rows of train (smoke runs)
+    """The label column: a column name, or a 0-based index."""
+    labels: list[str | int] | None = None
+    """Declared label set and order; null: the sorted unique labels of train."""
+    label_names: list[str] | None = None
+    """Display names for data.labels, in the same order."""
+    max_rows: int | None = Field(default=None, ge=1)
+    """Use only N rows of train (smoke runs); data.sample picks them."""
     dev_max_rows: int | None = Field(default=None, ge=1)
-    sample: Literal["head", "random"] = "head"  # how max_rows picks rows
+    """Use only the first N rows of dev."""
+    sample: Literal["head", "random"] = "head"
+    """How data.max_rows picks rows: the first N, or a seeded random sample."""
     sample_seed: int = 0
+    """Seed of data.sample=random."""
     max_length: int = Field(default=128, ge=8, le=8192)
+    """Tokens per text; longer texts are truncated."""
     empty_text: Literal["skip", "error"] = "skip"
+    """Rows whose text is empty: skip them (with a warning), or stop with an error."""
     encoding_errors: Literal["error", "replace"] = "error"
+    """Bytes that are not UTF-8: stop with an error naming the line, or replace them."""
 
 
 class TeacherConfig(_Section):
-    model: str = DEFAULT_TEACHER  # HF model dir or hub name; default: the packaged MiniLM
-    finetune: bool | Literal["auto"] = "auto"  # auto: unless already fine-tuned for these labels
-    allow_pickle: bool = False  # load pytorch_model.bin (pickle) weights: unsafe, off by default
+    model: str = DEFAULT_TEACHER
+    """Hugging Face model dir or hub name; default: the packaged MiniLM."""
+    finetune: bool | Literal["auto"] = "auto"
+    """Fine-tune the teacher first; auto: unless it is already fine-tuned for these labels."""
+    allow_pickle: bool = False
+    """Load pytorch_model.bin (pickle) weights: unsafe, off by default."""
 
 
 class StudentConfig(_Section):
-    layers: list[int] | None = None  # teacher layer indexes to copy; None: every other layer
+    layers: list[int] | None = None
+    """Teacher layer indexes the student copies; null: every other layer."""
 
 
 class PrecomputeConfig(_Section):
-    cache_dir: str = "runs/cache/logits"  # shard dirs live under here, keyed by their inputs
+    cache_dir: str = "runs/cache/logits"
+    """Where logit shard dirs live (local path or URI), keyed by their inputs."""
     shard_rows: int = Field(default=2048, ge=16)
-    batch_size: int = Field(default=64, ge=1)  # teacher forward batch (after length sorting)
+    """Rows per shard file (and per teacher actor call)."""
+    batch_size: int = Field(default=64, ge=1)
+    """Teacher forward batch, after length sorting."""
     logits_dtype: Literal["float32", "float16"] = "float32"
-    store_hidden: bool = False  # also store the teacher's final [CLS] hidden state (alpha_cos)
-    num_actors: int | None = Field(default=None, ge=1)  # None: one per GPU, or per CPU budget
+    """Stored dtype of the teacher logits."""
+    store_hidden: bool = False
+    """Also store the teacher's final [CLS] hidden state (needed by distill.alpha_cos)."""
+    num_actors: int | None = Field(default=None, ge=1)
+    """Teacher actors; null: one per GPU, or one per CPU budget."""
     cpus_per_actor: float = Field(default=1.0, gt=0)
-    use_gpu: bool | None = None  # None: same as train.use_gpu
+    """CPUs reserved per teacher actor (and its torch threads)."""
+    use_gpu: bool | None = None
+    """Run the teacher on GPUs; null: same as train.use_gpu."""
 
 
 class DistillConfig(_Section):
     temperature: float = Field(default=2.0, gt=0)
+    """Softmax temperature T of the KD term, KL(t/T || s/T) * T^2."""
     alpha_kd: float = Field(default=0.5, ge=0, le=1)
+    """Weight of the KD term (soft teacher targets)."""
     alpha_ce: float = Field(default=0.5, ge=0, le=1)
+    """Weight of cross-entropy on the hard labels."""
     alpha_cos: float = Field(default=0.0, ge=0, le=1)
+    """Weight of 1 - cos(student, teacher) on the final [CLS] hidden states."""
     alpha_mse: float = Field(default=0.0, ge=0, le=1)
+    """Weight of the MSE between student and teacher logits."""
 
 
 class TrainConfig(_Section):
     epochs: int = Field(default=3, ge=1)
-    max_steps: int | None = Field(default=None, ge=1)  # stop early (smoke runs, benchmarks)
-    batch_size: int = Field(default=32, ge=1)  # global: per worker = batch_size / workers / accum
+    """Passes over the training data."""
+    max_steps: int | None = Field(default=None, ge=1)
+    """Stop after this many optimizer steps (smoke runs, benchmarks)."""
+    batch_size: int = Field(default=32, ge=1)
+    """Global batch; per worker = batch_size / num_workers / grad_accum."""
     grad_accum: int = Field(default=1, ge=1)
+    """Micro-batches accumulated per optimizer step."""
     lr: float = Field(default=5e-5, gt=0, le=1)
+    """Peak learning rate (AdamW, linear warmup then decay)."""
     weight_decay: float = Field(default=0.01, ge=0, le=1)
+    """AdamW weight decay on weight matrices (not biases or LayerNorm)."""
     warmup_ratio: float = Field(default=0.1, ge=0, lt=1)
-    max_grad_norm: float = Field(default=1.0, ge=0)  # 0: no clipping
+    """Fraction of the steps spent warming the learning rate up."""
+    max_grad_norm: float = Field(default=1.0, ge=0)
+    """Gradient clipping norm; 0: no clipping."""
     num_workers: int = Field(default=1, ge=1)
+    """Ray Train workers (one GPU each with train.use_gpu)."""
     use_gpu: bool = False
+    """Train on GPUs (NCCL); false: CPU workers (gloo)."""
     cpus_per_worker: float = Field(default=1.0, gt=0)
+    """CPUs reserved per train worker (and its torch threads)."""
     zero_stage: int = Field(default=2, ge=0, le=3)
-    precision: Literal["auto", "fp32", "bf16", "fp16"] = "auto"  # auto: bf16 on GPU, fp32 on CPU
-    checkpoint_every: int = Field(default=200, ge=0)  # steps; 0: only at the end
-    eval_every: int = Field(default=0, ge=0)  # steps; 0: at the end of each epoch
+    """DeepSpeed ZeRO stage: 0 (plain data parallel) to 3 (sharded parameters)."""
+    precision: Literal["auto", "fp32", "bf16", "fp16"] = "auto"
+    """Training precision; auto: bf16 on GPU, fp32 on CPU."""
+    checkpoint_every: int = Field(default=200, ge=0)
+    """Checkpoint every N steps; 0: only at the end."""
+    eval_every: int = Field(default=0, ge=0)
+    """Evaluate on dev every N steps; 0: at the end of each epoch."""
     log_every: int = Field(default=10, ge=1)
+    """Log and report train metrics every N steps."""
     max_failures: int = Field(default=1, ge=0)
+    """Worker-group restarts (from the last checkpoint) before the run fails."""
     shuffle_buffer: int = Field(default=4096, ge=0)
+    """Rows in each worker's local shuffle buffer; 0: no shuffling."""
     seed: int = 42
+    """Seed of model init, shuffling and data order."""
 
 
 class FinetuneConfig(_Section):
     """Teacher fine-tuning: the optimisation knobs that differ from the student's."""
 
     epochs: int = Field(default=2, ge=1)
+    """Teacher fine-tune: passes over the training data."""
     max_steps: int | None = Field(default=None, ge=1)
+    """Teacher fine-tune: stop after this many optimizer steps."""
     batch_size: int = Field(default=32, ge=1)
+    """Teacher fine-tune: global batch."""
     lr: float = Field(default=5e-5, gt=0, le=1)
-    max_rows: int | None = Field(default=None, ge=1)  # fine-tune on a slice of train (data.sample)
+    """Teacher fine-tune: peak learning rate."""
+    max_rows: int | None = Field(default=None, ge=1)
+    """Fine-tune on a slice of train (picked by data.sample)."""
 
 
 class SpaceSpec(_Section):
     """One search dimension, keyed in `tune.space` by the config key it sets."""
 
     type: Literal["loguniform", "uniform", "choice", "grid"]
+    """Distribution: loguniform, uniform, choice or grid."""
     low: float | None = None
+    """Lower bound (loguniform, uniform)."""
     high: float | None = None
+    """Upper bound (loguniform, uniform)."""
     values: list[Any] | None = None
+    """The values to pick from (choice, grid)."""
 
 
 def _default_space() -> dict[str, SpaceSpec]:
@@ -134,36 +197,61 @@ def _default_space() -> dict[str, SpaceSpec]:
 
 class TuneConfig(_Section):
     enabled: bool = False
-    num_samples: int = Field(default=12, ge=1)  # grid: repeats of the whole grid
+    """Run a Ray Tune search before the final distillation."""
+    num_samples: int | None = Field(default=None, ge=1)
+    """Trials; null: 12, or each grid point once."""
     search: Literal["random", "grid", "hyperopt", "optuna"] = "random"
+    """Search algorithm."""
     scheduler: Literal["asha", "none"] = "asha"
+    """Trial scheduler; asha stops weak trials early."""
     max_concurrent: int = Field(default=2, ge=1)
-    grace_period: int = Field(default=1, ge=1)  # evals before ASHA may stop a trial
+    """Trials running at once."""
+    grace_period: int = Field(default=1, ge=1)
+    """Evaluations before ASHA may stop a trial."""
     space: dict[str, SpaceSpec] = Field(default_factory=_default_space)
+    """Search space: {config key: {type, low, high, values}}."""
     cpus_per_trial: float = Field(default=1.0, gt=0)
+    """CPUs per trial, over all its train workers."""
     gpus_per_trial: float = Field(default=0.0, ge=0)
+    """GPUs per trial, over all its train workers."""
 
 
 class ServeConfig(_Section):
-    model: str = ""  # an exported model dir (student or teacher)
+    model: str = ""
+    """Exported model dir to serve (student or teacher)."""
     host: str = "127.0.0.1"
+    """HTTP host the Serve proxy binds."""
     port: int = Field(default=8000, ge=1, le=65535)
+    """HTTP port of the Serve proxy."""
     num_replicas: int = Field(default=1, ge=1)
+    """Model replicas."""
     max_batch_size: int = Field(default=32, ge=1)
+    """Texts per batched forward pass."""
     batch_wait_timeout_s: float = Field(default=0.005, ge=0)
+    """How long a batch waits to fill before it runs."""
     max_ongoing_requests: int = Field(default=64, ge=1)
+    """Requests in flight per replica (at least max_batch_size)."""
     max_batch_texts: int = Field(default=256, ge=1)
+    """Texts one request may carry (more: HTTP 413)."""
     max_chars: int = Field(default=20_000, ge=1)
+    """Characters one text may have."""
     cpus_per_replica: float = Field(default=1.0, gt=0)
-    quantize: bool = False  # int8 dynamic quantisation of Linear layers (CPU)
+    """CPUs reserved per replica."""
+    quantize: bool = False
+    """int8 dynamic quantisation of Linear layers (CPU)."""
 
 
 class RunConfig(_Section):
     output_dir: str = "runs/demo"
-    name: str = ""  # shown in the Ray dashboard; empty: the output dir's name
-    address: str | None = None  # Ray address; None: $RAY_ADDRESS, else start a local instance
-    num_cpus: int | None = Field(default=None, ge=1)  # local instance only; None: cores + 2
+    """Where the run writes models, metrics and the report (local path or URI)."""
+    name: str = ""
+    """Run name in the Ray dashboard and metrics; empty: the output dir's name."""
+    address: str | None = None
+    """Ray address; null: $RAY_ADDRESS, else start a local instance."""
+    num_cpus: int | None = Field(default=None, ge=1)
+    """Logical CPUs of a local Ray instance; null: cores + 2."""
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    """Log level of the job's logs."""
 
 
 class Config(_Section):
@@ -253,7 +341,11 @@ def apply_overrides(tree: dict[str, Any], overrides: list[str]) -> dict[str, Any
             raise ConfigError(
                 f"config error: override {item!r} is not key=value; fix: write it like distill.temperature=4"
             )
-        parts = key.split(".")
+        parts = _split_key(key)
+        if parts[:2] == ["tune", "space"] and len(parts) > 2 and isinstance(tree.get("tune", {}), dict):
+            # one dimension set or dropped: the others keep their (default) specs
+            tree.setdefault("tune", {}).setdefault(
+                "space", {k: v.model_dump(exclude_none=True) for k, v in _default_space().items()})
         node = tree
         for i, part in enumerate(parts[:-1]):
             child = node.setdefault(part, {})
@@ -261,8 +353,25 @@ def apply_overrides(tree: dict[str, Any], overrides: list[str]) -> dict[str, Any
                 prefix = ".".join(parts[: i + 1])
                 raise ConfigError(f"override {item!r}: {prefix} is a value, not a section")
             node = child
-        node[parts[-1]] = parse_value(raw)
+        value = parse_value(raw)
+        if value is None and parts[:2] == ["tune", "space"] and len(parts) == 3:
+            node.pop(parts[-1], None)  # tune.space.<key>=null drops that dimension
+        else:
+            node[parts[-1]] = value
     return tree
+
+
+def _split_key(key: str) -> list[str]:
+    """Split a dotted override key. Under tune.space the rest is one config key, with an optional
+    SpaceSpec field: tune.space.distill.temperature.values=[1,2] -> tune, space,
+    distill.temperature, values."""
+    parts = key.split(".")
+    if parts[:2] != ["tune", "space"] or len(parts) < 4:
+        return parts
+    rest = parts[2:]
+    if rest[-1] in SpaceSpec.model_fields and len(rest) > 1:
+        return ["tune", "space", ".".join(rest[:-1]), rest[-1]]
+    return ["tune", "space", ".".join(rest)]
 
 
 def load_config(source: str | None = None, overrides: list[str] | None = None,
@@ -394,8 +503,15 @@ def check(cfg: Config) -> None:
         _check_space(key, spec)
 
 
+_UNSEARCHABLE = {"train.num_workers", "train.use_gpu", "train.cpus_per_worker", "train.max_failures",
+                 "train.checkpoint_every", "train.log_every", "train.eval_every"}
+
+
 def _check_space(key: str, spec: SpaceSpec) -> None:
-    if key not in _known_keys(Config) or key.startswith(("tune.", "run.", "data.", "serve.")):
+    # Only what a trial can change on the same shards: loss, optimisation and student shape.
+    # Teacher, precompute and data keys would need other logits; resource keys are the trial's.
+    if (key not in _known_keys(Config) or not key.startswith(("distill.", "train.", "student."))
+            or key in _UNSEARCHABLE):
         raise ConfigError(
             f"config error: tune.space key {key!r} is not a searchable config key; fix: use "
             "keys such as distill.temperature, distill.alpha_kd, train.lr, student.layers"

@@ -29,6 +29,7 @@ from distillray.config import Config
 from distillray.data import shards
 from distillray.data.text import TextDataset
 from distillray.errors import ShardError
+from distillray.metrics import record_precompute
 
 logger = logging.getLogger(__name__)
 
@@ -37,7 +38,7 @@ class TeacherLogits:
     """Ray Data actor: tokenise a block of texts and run the teacher over it."""
 
     def __init__(self, model_dir: str, max_length: int, batch_size: int, logits_dtype: str,
-                 store_hidden: bool, use_gpu: bool, threads: int) -> None:
+                 store_hidden: bool, use_gpu: bool, threads: int, run_name: str = "") -> None:
         import torch
 
         from distillray.inference import pick_device
@@ -50,15 +51,19 @@ class TeacherLogits:
         self.tokenizer = load_tokenizer(model_dir)
         self.max_length, self.batch_size = max_length, batch_size
         self.logits_dtype, self.store_hidden = logits_dtype, store_hidden
+        self.run_name = run_name
 
     def __call__(self, batch: pa.Table) -> pa.Table:
         from distillray.inference import encode, forward_sorted
 
+        t0 = time.time()
         seqs = encode(self.tokenizer, batch.column("text").to_pylist(), self.max_length)
         logits, hidden = forward_sorted(self.model, seqs, self.batch_size,
                                         self.tokenizer.pad_token_id or 0, self.device, self.store_hidden)
-        return shards.make_table(batch.column("id").to_numpy(), seqs, batch.column("label").to_numpy(),
-                                 logits, hidden, self.logits_dtype)
+        table = shards.make_table(batch.column("id").to_numpy(), seqs, batch.column("label").to_numpy(),
+                                  logits, hidden, self.logits_dtype)
+        record_precompute(table.num_rows, time.time() - t0, self.run_name)
+        return table
 
 
 class ShardDatasink(Datasink):
@@ -174,7 +179,7 @@ def run_precompute(cfg: Config, train: TextDataset, teacher_dir: str) -> Precomp
                 model_dir=str(teacher_dir), max_length=cfg.data.max_length,
                 batch_size=cfg.precompute.batch_size, logits_dtype=cfg.precompute.logits_dtype,
                 store_hidden=cfg.precompute.store_hidden, use_gpu=use_gpu,
-                threads=int(max(1, cfg.precompute.cpus_per_actor))),
+                threads=int(max(1, cfg.precompute.cpus_per_actor)), run_name=cfg.run_name),
             batch_size=None,  # one call per block: a block becomes one shard
             batch_format="pyarrow",
             compute=ray.data.ActorPoolStrategy(size=n_actors),

@@ -25,8 +25,24 @@ import torch
 from distillray.config import Config, TrainConfig
 from distillray.data.batches import bucketed_batches, collate, to_device
 from distillray.losses import LossWeights, distill_loss
+from distillray.metrics import record_train
 
 logger = logging.getLogger(__name__)
+
+
+class TrainingDivergedError(FloatingPointError):
+    """The loss went NaN or infinite: more steps cannot recover (an absurd lr, for one)."""
+
+
+def check_finite(loss: torch.Tensor, stage: str, step: int, lr: float) -> None:
+    """Raise at the first report point (log, eval, checkpoint; the last step always logs) after
+    the loss stops being finite, before it is checkpointed or scored. Only there: on a GPU each
+    check is a host sync."""
+    value = float(loss)
+    if not math.isfinite(value):
+        raise TrainingDivergedError(
+            f"{stage}: training diverged: train loss is {value} at step {step} (lr {lr:g}); "
+            "fix: lower train.lr (finetune.lr for the teacher) or raise distill.temperature")
 
 
 @dataclass
@@ -182,6 +198,7 @@ def train_loop_per_worker(spec_dict: dict[str, Any]) -> dict[str, Any] | None:
         metrics = {"stage": spec.stage, "step": state.step, "epoch": state.epoch, **metrics}
         if wc.rank == 0:
             state.history.append(metrics)
+            record_train(metrics, spec.stage, cfg.run_name)  # dashboard / Prometheus gauges
         if not with_checkpoint:
             rt.report(metrics)
             return
@@ -212,6 +229,7 @@ def train_loop_per_worker(spec_dict: dict[str, Any]) -> dict[str, Any] | None:
             do_ckpt = bool(tcfg.checkpoint_every) and state.step % tcfg.checkpoint_every == 0
             if not (do_log or do_eval or do_ckpt):
                 continue
+            check_finite(out["loss"], spec.stage, state.step, float(engine.get_lr()[0]))
             metrics: dict[str, Any] = {}
             if do_log:
                 dt = time.time() - window_t0
