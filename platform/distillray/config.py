@@ -244,8 +244,9 @@ class ServeConfig(_Section):
 class RunConfig(_Section):
     output_dir: str = "runs/demo"
     """Where the run writes models, metrics and the report (local path or URI)."""
-    name: str = ""
-    """Run name in the Ray dashboard and metrics; empty: the output dir's name."""
+    name: str = Field(default="", pattern=r"^([A-Za-z0-9][A-Za-z0-9._-]{0,99})?$")
+    """Run name in the Ray dashboard and metrics (letters, digits, . _ -; it names folders under
+    run.output_dir, so it cannot contain / or ..); empty: the output dir's name."""
     address: str | None = None
     """Ray address; null: $RAY_ADDRESS, else start a local instance."""
     num_cpus: int | None = Field(default=None, ge=1)
@@ -277,7 +278,9 @@ class Config(_Section):
 
     @property
     def run_name(self) -> str:
-        return self.run.name or Path(self.run.output_dir.rstrip("/")).name or "distillray"
+        # Used in folder names under run.output_dir: never a path separator or a leading dot.
+        name = self.run.name or Path(self.run.output_dir.rstrip("/")).name
+        return re.sub(r"[^A-Za-z0-9._-]", "-", name).lstrip(".-") or "distillray"
 
 
 # ---------------------------------------------------------------------------------------------
