@@ -81,9 +81,15 @@ def render_markdown(r: dict[str, Any], plots: list[str]) -> str:
     if r.get("tune"):
         tu = r["tune"]
         lines += ["## Hyperparameter search (Ray Tune)", "",
-                  f"{tu.get('trials')} trials; best dev accuracy {tu.get('best_accuracy', 0):.2%} with "
-                  f"`{json.dumps(tu.get('best_params'))}`. Teacher forward passes avoided: "
-                  f"{tu.get('teacher_forwards_avoided', 0):,}.", ""]
+                  f"{tu.get('trials')} trials ({tu.get('completed', 0)} completed, {tu.get('stopped_early', 0)} "
+                  f"stopped early, {tu.get('failed', 0)} failed; {tu.get('search')} search, scheduler "
+                  f"{tu.get('scheduler')}); best dev accuracy {tu.get('best_accuracy', 0):.2%} with "
+                  f"`{json.dumps(tu.get('best_params'))}`, the config this student was trained with. "
+                  f"Teacher forward passes avoided: {tu.get('teacher_forwards_avoided', 0):,} (every trial "
+                  "read the same precomputed logits).", ""]
+        if (tu.get("files") or {}).get("plot"):
+            lines += ["Per trial: `tune/results.csv`, best: `tune/best.json`.", "",
+                      f"![tune](tune/{Path(tu['files']['plot']).name})", ""]
     d = r["dataset"]
     lines += ["## Data", "", f"- train: `{d.get('train')}` ({d.get('train_rows')} rows)",
               f"- dev: `{d.get('dev')}` ({d.get('dev_rows')} rows)", f"- labels: {d.get('labels')}",

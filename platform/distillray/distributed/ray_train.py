@@ -158,8 +158,9 @@ def run_id(spec_dict: dict[str, Any]) -> str:
 
 
 def fit(spec, datasets: dict[str, Any], name: str, storage_path: str,
-        callbacks: list | None = None) -> FitResult:
-    """Run `train_loop_per_worker` on `train.num_workers` workers and wait for it."""
+        callbacks: list | None = None, gpus_per_worker: float = 1.0) -> FitResult:
+    """Run `train_loop_per_worker` on `train.num_workers` workers and wait for it.
+    `gpus_per_worker` < 1 packs several runs on one GPU (Tune trials)."""
     from ray.train import CheckpointConfig, DataConfig, FailureConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchConfig, TorchTrainer
 
@@ -169,7 +170,7 @@ def fit(spec, datasets: dict[str, Any], name: str, storage_path: str,
     spec_dict = spec.to_dict()
     resources = {"CPU": tcfg.cpus_per_worker}
     if tcfg.use_gpu:
-        resources["GPU"] = 1
+        resources["GPU"] = gpus_per_worker
     if not storage.is_uri(storage_path):
         os.makedirs(storage_path, exist_ok=True)
         storage_path = str(Path(storage_path).resolve())
