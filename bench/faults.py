@@ -1,0 +1,74 @@
+"""Fault table (issue 7): runs the tests that break things for real and prints, per fault, what
+was done, the outcome and the data lost. Each test asserts its "no data lost" condition itself
+(exact step counts, exact row sets, verified checksums, 100 % success afterwards).
+
+    python bench/faults.py            # runs the fault tests with pytest (real Ray, DeepSpeed, Serve)
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import tempfile
+import time
+import xml.etree.ElementTree as ET
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).parent))
+from common import REPO, machine, table  # noqa: E402
+
+FAULTS = [  # (pytest node id, fault, what the test does, "data lost" when it passes)
+    ("tests/integration/test_distill.py::test_killed_worker_resumes_from_checkpoint",
+     "train worker killed", "SIGKILL one of 2 DeepSpeed workers (PID from Ray's state API) mid-run",
+     "none: resumed from the last checkpoint, final step count = planned"),
+    ("tests/integration/test_precompute.py::test_killed_midway_resumes_to_the_exact_row_set",
+     "precompute killed; shards corrupted", "SIGKILL the driver after 3 shards; then flip a bit in one shard and truncate another",
+     "none: rerun computes only missing/damaged rows; ids exactly once; checksums match"),
+    ("tests/integration/test_distill.py::test_zero3_from_the_same_shards_and_foreign_shards_refused",
+     "shards from another teacher / max_length", "train from a shard dir made for other inputs",
+     "none: refused with the reason, before training"),
+    ("tests/unit/test_shards.py", "corrupt / partial / overlapping shard files", "bit flips, truncation, temp files, overlaps",
+     "none: detected by sha256 and removed or refused"),
+    ("tests/integration/test_serve_faults.py::test_killed_replica_fails_fast_comes_back_and_then_all_succeed",
+     "Serve replica killed", "SIGKILL 1 of 2 replicas under load", "only requests in flight on it fail fast (5xx); replaced; then 100/100 succeed"),
+    ("tests/integration/test_serve_faults.py::test_hostile_requests_get_4xx_while_valid_traffic_flows",
+     "hostile HTTP", "10 MB body, 200k-deep JSON, 10,000 texts, slow client, 200 dropped connections",
+     "none: each 4xx or dropped; concurrent valid requests all 200"),
+    ("tests/integration/test_serve.py", "bad requests", "13 malformed requests, unknown path, wrong method",
+     "none: 4xx + JSON each; next valid request succeeds"),
+    ("tests/unit/test_bad_configs.py", "bad configs (20)", "unknown key, wrong type, T<=0, alphas, layers, files, workers, ...",
+     "none: exit 2, one line naming field and fix, nothing written"),
+    ("tests/unit/test_data.py", "bad data", "BOM, CRLF, quoted tabs, non-UTF-8, blank lines, no trailing newline, 1 MB text, unknown labels",
+     "none: parsed, or an error with file and line"),
+    ("tests/unit/test_security.py", "security defaults", "loopback binds, custom model code, run names escaping the output dir",
+     "none"),
+]
+
+
+def main() -> int:
+    with tempfile.TemporaryDirectory() as tmp:
+        xml = Path(tmp) / "faults.xml"
+        t0 = time.time()
+        subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", f"--junitxml={xml}",
+                        *[f[0] for f in FAULTS]], cwd=REPO)
+        wall = time.time() - t0
+        cases = ET.parse(xml).getroot().iter("testcase")
+        results: dict[str, list[str]] = {}
+        for c in cases:
+            node = c.get("classname", "").replace(".", "/") + ".py::" + c.get("name", "")
+            state = "fail" if c.find("failure") is not None or c.find("error") is not None else (
+                "skip" if c.find("skipped") is not None else "pass")
+            results.setdefault(node, []).append(state)
+    rows = []
+    for node, fault, done, lost in FAULTS:
+        states = [s for k, v in results.items() if k.startswith(node.split("::")[0]) and
+                  ("::" not in node or k.split("::")[1].split("[")[0] == node.split("::")[1]) for s in v]
+        outcome = ("FAILED" if "fail" in states else "passed" if "pass" in states else "skipped") + f" ({len(states)} test(s))"
+        rows.append((fault, done, outcome, lost if outcome.startswith("passed") else "see the test output"))
+    print(f"\nbench/faults.py on {machine()} in {wall:.0f}s\n")
+    print(table(rows, ("fault", "what was done", "outcome", "data lost")))
+    return 0 if all(r[2].startswith("passed") for r in rows) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
