@@ -132,3 +132,21 @@ def test_killed_worker_resumes_from_checkpoint(distilled, tmp_path, capsys):
     res = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert res["steps"] == 6 * (512 // 16)
     assert res["resumes"] >= 1
+
+
+def test_no_auth_token_in_outputs_or_logs(distilled):
+    """The Ray auth token of this session never lands in reports, metrics, configs or logs."""
+    import ray
+
+    out, _ = distilled
+    tokens = [p.read_text().strip() for p in (Path.home() / ".ray" / "auth_token",) if p.exists()]
+    tokens += [os.environ[k] for k in ("RAY_AUTH_TOKEN",) if os.environ.get(k)]
+    if not tokens:
+        pytest.skip("no Ray auth token on this machine")
+    session = Path(ray._private.worker.global_worker.node.get_session_dir_path())
+    files = [p for p in [*out.rglob("*"), *(session / "logs").rglob("*")] if p.is_file() and p.stat().st_size < 50 << 20]
+    assert files
+    for p in files:
+        data = p.read_bytes()
+        for t in tokens:
+            assert t.encode() not in data, f"auth token found in {p}"
