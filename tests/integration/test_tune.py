@@ -1,0 +1,196 @@
+"""Ray Tune search on real Ray Tune + Ray Train + DeepSpeed, on a tiny random BERT and the smoke
+sample: a grid finishes and picks the best trial, a failing trial does not stop the search, an
+interrupted search resumes, no trial can reach the teacher, and jobs/distill.py tune.enabled=true
+trains the student with the best config."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import shutil
+import signal
+import sys
+import threading
+import time
+
+import pytest
+
+from conftest import REPO
+
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(900)]
+sys.path.insert(0, str(REPO / "jobs"))
+import distill  # noqa: E402
+import tune as tune_job  # noqa: E402
+
+# Tiny and short: 8 optimizer steps per trial, dev accuracy at step 4 and at the end (two Tune
+# iterations, so ASHA has a rung to stop trials at).
+SMOKE = ["data.train=smoke", "data.dev=smoke", "data.text_column=sentence", "data.max_length=32",
+         "train.num_workers=1", "train.cpus_per_worker=1", "train.batch_size=16", "train.lr=2e-3",
+         "train.max_steps=8", "train.eval_every=4", "train.log_every=4", "train.checkpoint_every=0",
+         "precompute.shard_rows=128", "run.num_cpus=4", "tune.max_concurrent=2"]
+GRID_T = 'tune.space={"distill.temperature": {"type": "grid", "values": [1e-40, 2, 4, 8]}}'
+
+
+@pytest.fixture(scope="module")
+def prepared(ray_local, tiny_teacher, tmp_path_factory):
+    """Teacher (a copy of the tiny one) -> precomputed shards -> student init dir; then the
+    teacher is deleted, so any trial that tried to load it would fail."""
+    from distillray import pipeline
+    from distillray.config import load_config
+    from distillray.tuning.search import prepare_init_dirs
+
+    root = tmp_path_factory.mktemp("tune")
+    teacher = root / "teacher-copy"
+    shutil.copytree(tiny_teacher, teacher)
+    args = [*SMOKE, f"teacher.model={teacher}", "teacher.finetune=false", f"run.output_dir={root / 'run'}",
+            f"precompute.cache_dir={root / 'cache'}"]
+    task = pipeline.preflight(load_config(None, args))
+    teacher_dir, _ = pipeline.prepare_teacher(task)
+    shards = pipeline.precompute(task, teacher_dir)
+    manifest = pipeline.check_shards(task, shards.shard_dir, teacher_dir)
+    init_dirs = prepare_init_dirs(task, teacher_dir)
+    for d in {teacher, task.out / "teacher"}:
+        shutil.rmtree(d)
+    return {"root": root, "args": args, "task": task, "shard_dir": shards.shard_dir, "manifest": manifest,
+            "init_dirs": init_dirs, "teacher": teacher}
+
+
+def run(prepared, name: str, *overrides: str):
+    from distillray import pipeline
+    from distillray.config import load_config
+    from distillray.tuning.search import search
+
+    p = prepared
+    cfg = load_config(None, [*p["args"], f"run.output_dir={p['root'] / name}", *overrides])
+    task = pipeline.Task(cfg=cfg, train=None, dev=p["task"].dev, labels=p["task"].labels)
+    return search(task, p["shard_dir"], p["manifest"], p["init_dirs"])
+
+
+def _signal_after_first_trial(exp_root, sig=signal.SIGUSR1, timeout_s: float = 600) -> threading.Thread:
+    """Interrupt this process's Tune run (SIGUSR1: Tune's graceful stop) once a trial has ended,
+    as a Ctrl-C or a lost driver would."""
+    def watch():
+        deadline = time.time() + timeout_s
+        while time.time() < deadline:
+            for d in exp_root.glob("*/*_temperature=*"):
+                if (d / "error.txt").exists() or '"done": true' in _read(d / "result.json"):
+                    os.kill(os.getpid(), sig)
+                    return
+            time.sleep(0.5)
+
+    t = threading.Thread(target=watch, daemon=True)
+    t.start()
+    return t
+
+
+def _read(path) -> str:
+    try:
+        return path.read_text()
+    except OSError:
+        return ""
+
+
+@pytest.fixture(scope="module")
+def grid(prepared):
+    """A 4-trial grid over temperature, one value absurd (T = 1e-40 overflows logits / T: NaN
+    loss from the first step). The driver is interrupted after the first trial ends, then the
+    same call resumes the search."""
+    from distillray.tuning.search import SearchInterruptedError
+
+    args = ("tune.search=grid", GRID_T, "tune.scheduler=asha")
+    watcher = _signal_after_first_trial(prepared["root"] / "grid" / "tune" / "ray")
+    with pytest.raises(SearchInterruptedError, match="rerun the same command to resume"):
+        run(prepared, "grid", *args)
+    watcher.join(timeout=1)
+    out = prepared["root"] / "grid" / "tune"
+    first = {r["trial"]: r for r in csv.DictReader((out / "results.csv").open())}
+    ended = {t for t, r in first.items() if r["status"] != "unfinished"}
+    progress = {t: _read(next(out.glob(f"ray/*/{t}")) / "progress.csv") for t in ended}
+    summary = run(prepared, "grid", *args)
+    return {"summary": summary, "first": first, "ended": ended, "progress": progress}
+
+
+def test_grid_over_temperature_finishes_and_picks_the_best(grid, prepared):
+    s = grid["summary"]
+    out = prepared["root"] / "grid" / "tune"
+    rows = list(csv.DictReader((out / "results.csv").open()))
+    assert len(rows) == len(s.trials) == 4
+    assert sorted(float(r["distill.temperature"]) for r in rows) == [1e-40, 2.0, 4.0, 8.0]
+    ok = [r for r in rows if float(r["distill.temperature"]) > 1]
+    assert {r["status"] for r in ok} <= {"completed", "stopped_early"} and any(r["status"] == "completed" for r in ok)
+    for r in ok:
+        assert 0.0 <= float(r["dev_accuracy"]) <= 1.0 and int(r["steps"]) in (4, 8) and r["error"] == ""
+    best = json.loads((out / "best.json").read_text())
+    top = max(float(r["dev_accuracy"]) for r in ok)
+    assert best["dev_accuracy"] == pytest.approx(top) == s.best_accuracy
+    assert best["params"] == s.best_params and best["trial"] == s.best["trial"]
+    assert best["config"]["distill"]["temperature"] == best["params"]["distill.temperature"]
+    assert best["config"]["distill"]["alpha_ce"] == 0.5  # temperature only: the weights stay as set
+    assert best["checkpoint"].startswith(str(out)) and (out / "accuracy_vs_params.png").stat().st_size > 1000
+    assert all("temperature=" in t["trial"] for t in s.trials)  # names say their params
+    assert s.as_dict()["trials"] == 4 and s.teacher_forwards_avoided == sum(int(r["steps"]) * 16 for r in rows)
+
+
+def test_a_failing_trial_does_not_stop_the_search(grid):
+    s = grid["summary"]
+    bad = [t for t in s.trials if t["params"]["distill.temperature"] < 1]
+    assert [t["status"] for t in bad] == ["failed"]
+    assert "training diverged" in bad[0]["error"] and "\n" not in bad[0]["error"]
+    assert s.as_dict()["failed"] == 1 and s.best_params["distill.temperature"] > 1
+
+
+def test_interrupted_search_resumes_without_rerunning_finished_trials(grid, prepared):
+    s = grid["summary"]
+    assert s.restored and grid["ended"] and any(r["status"] == "unfinished" for r in grid["first"].values())
+    out = prepared["root"] / "grid" / "tune"
+    for t in grid["ended"]:  # trials that had ended before the interrupt were not run again
+        assert _read(next(out.glob(f"ray/*/{t}")) / "progress.csv") == grid["progress"][t]
+    assert all(t["status"] != "unfinished" for t in s.trials)
+
+
+def test_no_trial_touches_the_teacher(grid, prepared):
+    assert not prepared["teacher"].exists()  # deleted before the search; yet the trials trained
+    assert sum(t["status"] != "failed" for t in grid["summary"].trials) == 3
+    import inspect
+
+    from distillray.tuning import search as ts
+
+    assert "teacher" not in inspect.signature(ts.search).parameters
+    assert "teacher" not in inspect.signature(ts.run_trial).parameters
+    assert not any("teacher" in f for f in ts.TrialInputs.__dataclass_fields__)
+
+
+def test_rerun_of_a_finished_search_restores_it(grid, prepared):
+    again = run(prepared, "grid", "tune.search=grid", GRID_T, "tune.scheduler=asha")
+    s = grid["summary"]
+    assert again.restored and again.experiment_dir == s.experiment_dir
+    assert [t["trial"] for t in again.trials] == [t["trial"] for t in s.trials]
+    assert again.best_params == s.best_params
+
+
+def test_distill_job_with_tune_trains_the_best_config(ray_local, tiny_teacher, tmp_path, capsys):
+    out = tmp_path / "run"
+    space = 'tune.space={"distill.alpha_kd": {"type": "grid", "values": [0.2, 0.8]}}'
+    args = [*SMOKE, f"teacher.model={tiny_teacher}", "teacher.finetune=false", "tune.enabled=true",
+            "tune.search=grid", space, f"run.output_dir={out}", f"precompute.cache_dir={tmp_path / 'cache'}"]
+    assert distill.main(args) == 0
+    report = json.loads((out / "report.json").read_text())
+    best = json.loads((out / "tune" / "best.json").read_text())
+    assert report["tune"]["trials"] == 2 and report["tune"]["best_params"] == best["params"]
+    assert report["config"]["distill"] == best["config"]["distill"]
+    assert report["config"]["distill"]["alpha_ce"] == pytest.approx(1 - best["params"]["distill.alpha_kd"])
+    assert (out / "student" / "model.safetensors").exists()
+    assert "Hyperparameter search" in (out / "report.md").read_text()
+    # jobs/tune.py on the same output dir and shards resumes that search instead of rerunning it
+    capsys.readouterr()
+    assert tune_job.main(["--shards", str((out / "logits").resolve()), *args]) == 0
+    res = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert res["restored"] and res["best_params"] == best["params"]
+
+
+def test_bad_tune_config_fails_before_ray(tmp_path, capsys):
+    args = [*SMOKE, "tune.enabled=true", "tune.search=grid", f"run.output_dir={tmp_path / 'x'}"]
+    assert distill.main(args) == 2
+    assert "tune.search=grid but tune.space.distill.temperature is loguniform" in capsys.readouterr().err
+    assert not (tmp_path / "x").exists()
