@@ -81,6 +81,9 @@ def main() -> int:
     p.add_argument("--online-steps", type=int, default=100)
     p.add_argument("--output-dir", default=str(REPO / "runs" / "bench-quality"))
     p.add_argument("--lock", default=None, help="exclusive lock file held around each stage")
+    p.add_argument("--skip-hard-label", action="store_true", help="no hard-label baseline (saves a student run)")
+    p.add_argument("--evaluate-only", action="store_true",
+                   help="reuse teacher/, student/ (and student-hard/) already in --output-dir: evaluate and time only")
     p.add_argument("overrides", nargs="*", help="extra config key=value")
     args = p.parse_args()
     sst2_or_exit()
@@ -104,25 +107,35 @@ def main() -> int:
     t_all = time.time()
     task = pipeline.preflight(cfg)
     out = task.out
+    tfit = sfit = None
+    hard_dir = out / "student-hard"
     with ray_session(cfg):
-        with cpu_lock(args.lock):
-            teacher_dir, tfit = pipeline.prepare_teacher(task)
-        with cpu_lock(args.lock):
-            shards = pipeline.precompute(task, teacher_dir)
+        if args.evaluate_only:
+            from distillray.data.precompute import PrecomputeResult  # noqa: F401 (shape of `shards`)
+
+            teacher_dir = str(out / "teacher")
+            shards = pipeline.precompute(task, teacher_dir)  # a no-op: the cache is complete
+        else:
+            with cpu_lock(args.lock):
+                teacher_dir, tfit = pipeline.prepare_teacher(task)
+            with cpu_lock(args.lock):
+                shards = pipeline.precompute(task, teacher_dir)
         manifest = pipeline.check_shards(task, shards.shard_dir, teacher_dir)
         init_dir = pipeline.student_init_dir(task, teacher_dir, cfg.student.layers)
-        with cpu_lock(args.lock):
-            sfit = pipeline.distill_student(task, shards.shard_dir, manifest, init_dir, str(out / "student"))
-        distill_s = task.timings["distill"]
-        hard_cfg = load_config("sst2", base + args.overrides + ["distill.alpha_kd=0", "distill.alpha_ce=1"])
-        with cpu_lock(args.lock):
-            hfit = pipeline.distill_student(task, shards.shard_dir, manifest, init_dir, str(out / "student-hard"),
-                                            cfg=hard_cfg, name=f"{cfg.run_name}-hard-labels")
-        task.timings["hard_label_student"], task.timings["distill"] = task.timings["distill"], distill_s
+        if not args.evaluate_only:
+            with cpu_lock(args.lock):
+                sfit = pipeline.distill_student(task, shards.shard_dir, manifest, init_dir, str(out / "student"))
+            distill_s = task.timings["distill"]
+            if not args.skip_hard_label:
+                hard_cfg = load_config("sst2", base + args.overrides + ["distill.alpha_kd=0", "distill.alpha_ce=1"])
+                with cpu_lock(args.lock):
+                    pipeline.distill_student(task, shards.shard_dir, manifest, init_dir, str(hard_dir),
+                                             cfg=hard_cfg, name=f"{cfg.run_name}-hard-labels")
+                task.timings["hard_label_student"], task.timings["distill"] = task.timings["distill"], distill_s
     with cpu_lock(args.lock):
         report = pipeline.finish(task, tfit, sfit, shards)
-        hard = evaluate_dir(out / "student-hard", task.dev.texts, task.dev.labels, task.labels.names,
-                            max_length=cfg.data.max_length, speed=False)
+        hard = evaluate_dir(hard_dir, task.dev.texts, task.dev.labels, task.labels.names,
+                            max_length=cfg.data.max_length, speed=False) if hard_dir.exists() else {"accuracy": float("nan")}
         w = LossWeights(temperature=cfg.distill.temperature, alpha_kd=cfg.distill.alpha_kd,
                         alpha_ce=cfg.distill.alpha_ce)
         online = online_vs_offline(teacher_dir, init_dir, shards.shard_dir, manifest, args.online_steps,

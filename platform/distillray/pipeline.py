@@ -289,6 +289,11 @@ def _write_history(path: Path, history: list[dict[str, Any]]) -> None:
     path.write_text("".join(json.dumps(h) + "\n" for h in history))
 
 
+def _read_history(path: Path) -> list[dict[str, Any]]:
+    """A stage's per-step metrics written by an earlier run (re-evaluating without retraining)."""
+    return [json.loads(ln) for ln in path.read_text().splitlines() if ln.strip()] if path.exists() else []
+
+
 def evaluate_models(task: Task, dirs: dict[str, str], quantize_student: bool = True) -> dict[str, Any]:
     """Evaluate each model dir on dev: accuracy, params, size, latency, throughput."""
     from distillray.evaluation import evaluate_dir
@@ -346,7 +351,8 @@ def finish(task: Task, teacher_fit: Any, student_fit: Any, shards: Any, tune_sum
                "skipped_empty_rows": task.train.skipped_empty}
     training = {k: v for k, v in (("teacher_finetune", _fit_summary(teacher_fit)),
                                    ("distill", _fit_summary(student_fit))) if v}
-    histories = {"finetune": teacher_fit.history if teacher_fit else [], "distill": student_fit.history}
+    histories = {"finetune": teacher_fit.history if teacher_fit else _read_history(task.out / "metrics" / "finetune.jsonl"),
+                 "distill": student_fit.history if student_fit else _read_history(task.out / "metrics" / "distill.jsonl")}
     report = build_report(evals, cfg.to_dict(), dataset, task.timings, training,
                           tune_summary.as_dict() if tune_summary else None)
     write_report(task.out, report, histories, evals, tune_summary.trials if tune_summary else None)
