@@ -10,7 +10,6 @@ cluster stay apart.
     ray_distillray_train_loss{run,stage,term}           loss, loss_kd, loss_ce, ... (rank 0)
     ray_distillray_train_examples_per_second{run,stage}
     ray_distillray_dev_accuracy{run,stage}
-    ray_distillray_serve_request_latency_ms{route}      Serve request latency (histogram)
 
 Metric objects are made lazily, once per process (Ray workers are separate processes), and
 recording never raises: it works with or without a Ray connection, and a metrics failure must
@@ -26,7 +25,6 @@ from typing import Any, Callable
 logger = logging.getLogger(__name__)
 
 PREFIX = "distillray_"
-LATENCY_BOUNDARIES_MS = [1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000, 5000]
 
 
 @functools.cache  # one metric object per process, made on first use
@@ -69,14 +67,6 @@ def dev_accuracy():
                  tag_keys=("run", "stage"))
 
 
-@functools.cache  # one metric object per process, made on first use
-def serve_request_latency_ms():
-    from ray.util.metrics import Histogram
-
-    return Histogram(PREFIX + "serve_request_latency_ms", description="Serve request latency (ms).",
-                     boundaries=LATENCY_BOUNDARIES_MS, tag_keys=("route",))
-
-
 def _safely(record: Callable[..., None]) -> Callable[..., None]:
     @functools.wraps(record)
     def wrapped(*args: Any, **kwargs: Any) -> None:
@@ -106,8 +96,3 @@ def record_train(metrics: dict[str, Any], stage: str, run: str) -> None:
         train_examples_per_s().set(metrics["examples_per_s"], tags=tags)
     if "dev_accuracy" in metrics:
         dev_accuracy().set(metrics["dev_accuracy"], tags=tags)
-
-
-@_safely
-def record_request_latency(ms: float, route: str = "/") -> None:
-    serve_request_latency_ms().observe(ms, tags={"route": route})

@@ -26,7 +26,7 @@ class FakeMetric:
 def fakes(monkeypatch):
     made: dict[str, FakeMetric] = {}
     for name in ("precompute_rows", "precompute_rows_per_s", "train_loss", "train_examples_per_s",
-                 "dev_accuracy", "serve_request_latency_ms"):
+                 "dev_accuracy"):
         made[name] = FakeMetric()
         monkeypatch.setattr(metrics, name, lambda m=made[name]: m)
     return made
@@ -60,5 +60,4 @@ def test_recording_never_raises(monkeypatch):
 def test_real_metrics_without_ray():
     metrics.record_precompute(10, 0.5, "unit")
     metrics.record_train({"train_loss": 1.0, "examples_per_s": 3.0, "dev_accuracy": 0.5}, "distill", "unit")
-    metrics.record_request_latency(12.5, "/predict")
     assert metrics.train_loss() is metrics.train_loss()  # one object per process
