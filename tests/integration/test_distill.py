@@ -106,6 +106,7 @@ def test_zero3_from_the_same_shards_and_foreign_shards_refused(distilled, tiny_t
 def test_killed_worker_resumes_from_checkpoint(distilled, tmp_path, capsys):
     """SIGKILL a Ray Train worker mid-run: the group restarts from the last checkpoint and the
     run still ends at exactly the planned step count."""
+    import ray
     from ray.util.state import list_actors
 
     out, args = distilled
@@ -121,7 +122,7 @@ def test_killed_worker_resumes_from_checkpoint(distilled, tmp_path, capsys):
     deadline = time.time() + 300
     while time.time() < deadline and t.is_alive() and killed is None:
         if list((run / "ray").glob("*/checkpoint_*")):
-            workers = [a for a in list_actors(filters=[("class_name", "=", "RayTrainWorker"), ("state", "=", "ALIVE")])]
+            workers = [a for a in list_actors(address=ray.get_runtime_context().gcs_address, filters=[("class_name", "=", "RayTrainWorker"), ("state", "=", "ALIVE")])]
             if workers:
                 killed = workers[-1].pid
                 os.kill(killed, signal.SIGKILL)

@@ -117,18 +117,19 @@ def test_hostile_requests_get_4xx_while_valid_traffic_flows(server):
 
 
 def test_killed_replica_fails_fast_comes_back_and_then_all_succeed(server):
+    import ray
     from ray.util.state import list_actors
 
     port = server
     url = f"http://127.0.0.1:{port}/v1/classify"
-    replicas = [a for a in list_actors(filters=[("state", "=", "ALIVE")]) if "ServeReplica" in a.class_name]
+    replicas = [a for a in list_actors(address=ray.get_runtime_context().gcs_address, filters=[("state", "=", "ALIVE")]) if "ServeReplica" in a.class_name]
     assert len(replicas) == 2
     with Background(url) as bg:
         time.sleep(1)
         os.kill(replicas[0].pid, signal.SIGKILL)
         deadline = time.time() + 120
         while time.time() < deadline:  # the controller replaces the dead replica
-            alive = [a for a in list_actors(filters=[("state", "=", "ALIVE")]) if "ServeReplica" in a.class_name]
+            alive = [a for a in list_actors(address=ray.get_runtime_context().gcs_address, filters=[("state", "=", "ALIVE")]) if "ServeReplica" in a.class_name]
             if len(alive) == 2 and replicas[0].actor_id not in {a.actor_id for a in alive}:
                 break
             time.sleep(1)
