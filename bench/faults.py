@@ -3,10 +3,12 @@ was done, the outcome and the data lost. Each test asserts its "no data lost" co
 (exact step counts, exact row sets, verified checksums, 100 % success afterwards).
 
     python bench/faults.py            # runs the fault tests with pytest (real Ray, DeepSpeed, Serve)
+    python bench/faults.py --also tests/integration/test_distill.py   # plus other tests, same session
 """
 
 from __future__ import annotations
 
+import argparse
 import subprocess
 import sys
 import tempfile
@@ -29,14 +31,14 @@ FAULTS = [  # (pytest node id, fault, what the test does, "data lost" when it pa
      "none: refused with the reason, before training"),
     ("tests/unit/test_shards.py", "corrupt / partial / overlapping shard files", "bit flips, truncation, temp files, overlaps",
      "none: detected by sha256 and removed or refused"),
-    ("tests/integration/test_serve_faults.py::test_killed_replica_fails_fast_comes_back_and_then_all_succeed",
-     "Serve replica killed", "SIGKILL 1 of 2 replicas under load", "only requests in flight on it fail fast (5xx); replaced; then 100/100 succeed"),
+    ("tests/integration/test_serve_faults.py::test_killed_replica_is_retried_comes_back_and_then_all_succeed",
+     "Serve replica killed", "SIGKILL 1 of 2 model replicas under load (8 clients)", "none: in-flight requests resent to the live replica (0 errors); replaced; then 100/100 succeed"),
     ("tests/integration/test_serve_faults.py::test_hostile_requests_get_4xx_while_valid_traffic_flows",
      "hostile HTTP", "10 MB body, 200k-deep JSON, 10,000 texts, slow client, 200 dropped connections",
      "none: each 4xx or dropped; concurrent valid requests all 200"),
     ("tests/integration/test_serve.py", "bad requests", "13 malformed requests, unknown path, wrong method",
      "none: 4xx + JSON each; next valid request succeeds"),
-    ("tests/unit/test_bad_configs.py", "bad configs (20)", "unknown key, wrong type, T<=0, alphas, layers, files, workers, ...",
+    ("tests/unit/test_bad_configs.py", "bad configs (21)", "unknown key, wrong type, T<=0, alphas, layers, files, workers, ...",
      "none: exit 2, one line naming field and fix, nothing written"),
     ("tests/unit/test_data.py", "bad data", "BOM, CRLF, quoted tabs, non-UTF-8, blank lines, no trailing newline, 1 MB text, unknown labels",
      "none: parsed, or an error with file and line"),
@@ -46,11 +48,15 @@ FAULTS = [  # (pytest node id, fault, what the test does, "data lost" when it pa
 
 
 def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--also", nargs="*", default=[], help="more pytest node ids to run in the same session "
+                   "(sharing its fixtures); counted below the table")
+    args = p.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         xml = Path(tmp) / "faults.xml"
         t0 = time.time()
         subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", f"--junitxml={xml}",
-                        *[f[0] for f in FAULTS]], cwd=REPO)
+                        *dict.fromkeys([*(f[0] for f in FAULTS), *args.also])], cwd=REPO)
         wall = time.time() - t0
         cases = ET.parse(xml).getroot().iter("testcase")
         results: dict[str, list[str]] = {}
@@ -67,7 +73,10 @@ def main() -> int:
         rows.append((fault, done, outcome, lost if outcome.startswith("passed") else "see the test output"))
     print(f"\nbench/faults.py on {machine()} in {wall:.0f}s\n")
     print(table(rows, ("fault", "what was done", "outcome", "data lost")))
-    return 0 if all(r[2].startswith("passed") for r in rows) else 1
+    every = [s for v in results.values() for s in v]
+    print(f"\nall tests in the session: {every.count('pass')} passed, {every.count('fail')} failed, "
+          f"{every.count('skip')} skipped")
+    return 0 if all(r[2].startswith("passed") for r in rows) and "fail" not in every else 1
 
 
 if __name__ == "__main__":

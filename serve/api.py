@@ -1,9 +1,10 @@
-"""The Classifier deployment: a FastAPI ingress in front of one exported model dir, with
-dynamic batching (`@serve.batch`) across concurrent requests.
+"""The Api deployment: the HTTP ingress (FastAPI) in front of the Classifier deployment.
 
-Every failure a client can cause is answered with a 4xx and a JSON body `{"error": ..., "detail":
-...}` saying what was wrong; the replica keeps serving. The forward pass runs in a worker thread so
-health checks and request parsing never wait behind a batch.
+It validates every request before any model work: each failure a client can cause is answered with
+a 4xx and a JSON body `{"error": ..., "detail": ...}` saying what was wrong. Valid texts go to a
+Classifier replica through a deployment handle; when that replica dies mid-request (preemption,
+OOM kill), the request is resent to another replica up to `serve.retries` times, and only then
+answered 503 with Retry-After: a dead replica never turns into a 500 or a hang.
 
 No `from __future__ import annotations` here: Serve pickles the decorated class by value, and
 FastAPI must see the route annotations (Request) as real types, not strings.
@@ -13,7 +14,6 @@ import asyncio
 import json
 import logging
 import time
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +22,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import ValidationError
 from ray import serve
+from ray.exceptions import RayActorError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from serve.schemas import ClassifyRequest, ClassifyResponse, ErrorBody, ModelInfo
@@ -29,19 +30,20 @@ from serve.schemas import ClassifyRequest, ClassifyResponse, ErrorBody, ModelInf
 logger = logging.getLogger("ray.serve")
 
 MAX_BODY_BYTES = 4 << 20  # larger bodies get 413 before they are parsed
-_ERRORS = {code: {"model": ErrorBody} for code in (400, 404, 405, 413, 415, 422)}
+_ERRORS = {code: {"model": ErrorBody} for code in (400, 404, 405, 413, 415, 422, 503)}
 
 app = FastAPI(title="distillray classifier",
               description="Text classification by a distilled student (or any exported model dir).",
               version="1")
 
 
-class ClientError(Exception):
-    """A request the client must fix: becomes `status` with a JSON body."""
+class ApiError(Exception):
+    """An answer other than 200: a request the client must fix (4xx), or no model replica could
+    answer (503). Becomes `status` with a JSON body."""
 
-    def __init__(self, status: int, error: str, detail: Any = None) -> None:
+    def __init__(self, status: int, error: str, detail: Any = None, headers: dict | None = None) -> None:
         super().__init__(error)
-        self.status, self.error, self.detail = status, error, detail
+        self.status, self.error, self.detail, self.headers = status, error, detail, headers
 
 
 def _error(status: int, error: str, detail: Any = None, headers: dict | None = None) -> JSONResponse:
@@ -49,9 +51,9 @@ def _error(status: int, error: str, detail: Any = None, headers: dict | None = N
                         headers=headers)
 
 
-@app.exception_handler(ClientError)
-async def _client_error(request: Request, exc: ClientError) -> JSONResponse:
-    return _error(exc.status, exc.error, exc.detail)
+@app.exception_handler(ApiError)
+async def _api_error(request: Request, exc: ApiError) -> JSONResponse:
+    return _error(exc.status, exc.error, exc.detail, exc.headers)
 
 
 @app.exception_handler(RequestValidationError)
@@ -82,49 +84,49 @@ def jsonable_errors(errors: list[dict]) -> list[dict]:
 
 
 def parse_classify(body: bytes, content_type: str | None, max_texts: int, max_chars: int) -> list[str]:
-    """Raw request -> texts, or a ClientError naming what to fix. Pure: unit-testable."""
+    """Raw request -> texts, or a ApiError naming what to fix. Pure: unit-testable."""
     ctype = (content_type or "").split(";")[0].strip().lower()
     if ctype != "application/json":
-        raise ClientError(415, f"Content-Type must be application/json (got {content_type or 'none'})")
+        raise ApiError(415, f"Content-Type must be application/json (got {content_type or 'none'})")
     if len(body) > MAX_BODY_BYTES:
-        raise ClientError(413, f"body of {len(body)} bytes exceeds the {MAX_BODY_BYTES}-byte limit; "
+        raise ApiError(413, f"body of {len(body)} bytes exceeds the {MAX_BODY_BYTES}-byte limit; "
                                f"send at most {max_texts} texts of at most {max_chars} characters")
     try:
         text = body.decode("utf-8")
     except UnicodeDecodeError as e:
-        raise ClientError(400, f"body is not valid UTF-8 (byte {e.start}); encode the JSON as UTF-8") from None
+        raise ApiError(400, f"body is not valid UTF-8 (byte {e.start}); encode the JSON as UTF-8") from None
     try:
         payload = json.loads(text)
     except RecursionError:
-        raise ClientError(400, "body JSON is nested too deeply") from None
+        raise ApiError(400, "body JSON is nested too deeply") from None
     except json.JSONDecodeError as e:
-        raise ClientError(400, f"body is not valid JSON: {e.msg} at line {e.lineno} column {e.colno}") from None
+        raise ApiError(400, f"body is not valid JSON: {e.msg} at line {e.lineno} column {e.colno}") from None
     if not isinstance(payload, dict):
-        raise ClientError(422, 'body must be a JSON object: {"text": "..."} or {"texts": ["...", ...]}')
+        raise ApiError(422, 'body must be a JSON object: {"text": "..."} or {"texts": ["...", ...]}')
     try:
         req = ClassifyRequest.model_validate(payload)
     except (ValidationError, RecursionError) as e:
         detail = jsonable_errors(e.errors()) if isinstance(e, ValidationError) else None
         why = "; ".join(f"{'.'.join(map(str, d['loc'])) or 'body'}: {d['msg']}" for d in detail or [])[:300]
-        raise ClientError(422, f'invalid request ({why or "nested too deeply"}); send {{"text": "..."}} '
+        raise ApiError(422, f'invalid request ({why or "nested too deeply"}); send {{"text": "..."}} '
                                'or {"texts": ["...", ...]}', detail) from None
     texts = req.items()
     if not texts:
-        raise ClientError(422, '"texts" is empty; send at least one text')
+        raise ApiError(422, '"texts" is empty; send at least one text')
     if len(texts) > max_texts:
-        raise ClientError(413, f"{len(texts)} texts exceed serve.max_batch_texts={max_texts}; split the request")
+        raise ApiError(413, f"{len(texts)} texts exceed serve.max_batch_texts={max_texts}; split the request")
     for i, t in enumerate(texts):
         where = "text" if req.text is not None else f"texts[{i}]"
         if not t.strip():
-            raise ClientError(422, f"{where} is empty; send non-empty text")
+            raise ApiError(422, f"{where} is empty; send non-empty text")
         if len(t) > max_chars:
-            raise ClientError(413, f"{where} has {len(t)} characters, over serve.max_chars={max_chars}; shorten it")
+            raise ApiError(413, f"{where} has {len(t)} characters, over serve.max_chars={max_chars}; shorten it")
     return texts
 
 
 class _Metrics:
-    """Request count, latency and batch size, exported through Ray's metrics (dashboard,
-    Prometheus). Created in the replica, never on the driver."""
+    """Request count and latency, exported through Ray's metrics (dashboard, Prometheus). Created
+    in the replica, never on the driver. (Batch sizes are recorded by the Classifier.)"""
 
     def __init__(self, model: str) -> None:
         from ray.util.metrics import Counter, Histogram
@@ -132,74 +134,68 @@ class _Metrics:
         self.tags = {"model": model}
         self.requests = Counter("distillray_serve_requests", "HTTP requests by route and status code",
                                 tag_keys=("model", "route", "code"))
-        self.latency = Histogram("distillray_serve_latency_ms", "request latency (ms) inside the replica",
+        self.latency = Histogram("distillray_serve_latency_ms", "request latency (ms) inside the ingress",
                                  boundaries=[1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000, 5000],
                                  tag_keys=("model", "route"))
-        self.batch = Histogram("distillray_serve_batch_size", "texts per forward pass",
-                               boundaries=[1, 2, 4, 8, 16, 32, 64, 128, 256], tag_keys=("model",))
 
     def request(self, route: str, code: int, ms: float) -> None:
         self.requests.inc(1, tags={**self.tags, "route": route, "code": str(code)})
         self.latency.observe(ms, tags={**self.tags, "route": route})
 
 
-def provenance(model_dir: str | Path) -> dict[str, Any]:
-    """Teacher, retention and speedup from the run that made this model, when it was distillray's."""
-    d = Path(model_dir)
-    out: dict[str, Any] = {}
-    marker = d / "distillray.json"
-    if marker.exists():
-        m = json.loads(marker.read_text())
-        out.update(distilled_from=m.get("teacher"), retention=m.get("retention"), speedup=m.get("speedup"))
-    report = d.parent / "report.json"
-    if report.exists() and d.name == "student":
-        r = json.loads(report.read_text())
-        out.update(retention=r.get("retention"), speedup=r.get("speedup"),
-                   student_accuracy=r.get("student", {}).get("accuracy"),
-                   teacher_accuracy=r.get("teacher", {}).get("accuracy"))
-        out.setdefault("distilled_from", r.get("config", {}).get("teacher", {}).get("model"))
-    return out
-
-
-_metrics = None  # the _Metrics of the replica in this process; set by the replica in this process
+def _replica_metrics() -> "_Metrics | None":
+    """The _Metrics of the Api replica serving this request. Found through Serve's replica
+    context, not a module global: Serve pickles this module's code by value, so a global set in
+    __init__ is not the one this middleware would read."""
+    try:
+        return getattr(serve.get_replica_context().servable_object, "metrics", None)
+    except Exception:  # not inside a replica (e.g. the app under a plain ASGI test client)
+        return None
 
 
 @app.middleware("http")
 async def _count_requests(request: Request, call_next):
     t0 = time.perf_counter()
     response = await call_next(request)
-    if _metrics is not None:
+    metrics = _replica_metrics()
+    if metrics is not None:
         route = request.url.path if response.status_code != 404 else "unknown"
-        _metrics.request(route, response.status_code, (time.perf_counter() - t0) * 1000)
+        metrics.request(route, response.status_code, (time.perf_counter() - t0) * 1000)
     return response
 
 
-@serve.deployment(name="Classifier", health_check_period_s=5, health_check_timeout_s=30,
-                  graceful_shutdown_timeout_s=5)
+def _prediction(labels: list[str], p: list[float]) -> dict[str, Any]:
+    best = max(range(len(p)), key=p.__getitem__)
+    return {"label": labels[best], "score": p[best], "probs": dict(zip(labels, p))}
+
+
+@serve.deployment(name="Api", graceful_shutdown_timeout_s=5)
 @serve.ingress(app)
-class Classifier:
-    def __init__(self, settings: dict[str, Any]) -> None:
-        import torch
-
-        from distillray.inference import load_for_inference
-        from distillray.models import content_hash
-
+class Api:
+    def __init__(self, settings: dict[str, Any], classifier: Any) -> None:
         self.s = settings
-        torch.set_num_threads(max(1, int(settings["cpus_per_replica"])))
-        path = settings["model"]
-        self.clf = load_for_inference(path, quantize=settings["quantize"], use_gpu=settings.get("use_gpu", False))
-        self.model_id = f"{Path(path).name}@{content_hash(path)[:12]}" + ("+int8" if settings["quantize"] else "")
-        self.info = ModelInfo(model=self.model_id, path=str(path), labels=self.clf.labels,
-                              params=self.clf.num_params, max_length=self.clf.max_length,
-                              quantized=settings["quantize"], **provenance(path)).model_dump()
-        self.labels = self.clf.labels
-        self.pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="forward")
-        global _metrics
-        self.metrics = _metrics = _Metrics(self.model_id)
-        self.classify_batch.set_max_batch_size(settings["max_batch_size"])
-        self.classify_batch.set_batch_wait_timeout_s(settings["batch_wait_timeout_s"])
-        self.clf.predict(["warm up"])  # first call pays one-off costs, not the first client
-        logger.info("serving %s (%d params, labels %s)", self.model_id, self.clf.num_params, self.labels)
+        self.model = classifier  # DeploymentHandle to the Classifier deployment
+        self.info: dict[str, Any] | None = None
+        self.metrics = _Metrics(Path(settings["model"]).name + ("+int8" if settings["quantize"] else ""))
+
+    async def _call(self, method: str, *args: Any) -> Any:
+        """Call the Classifier; resend to another replica when the one that had the request died."""
+        tries = self.s["retries"] + 1
+        for attempt in range(1, tries + 1):
+            try:
+                return await getattr(self.model, method).remote(*args)
+            except RayActorError as e:  # the replica died (or is unreachable) with our request in it
+                logger.warning("Classifier replica lost during %s (attempt %d of %d): %s",
+                               method, attempt, tries, type(e).__name__)
+                if attempt < tries:
+                    await asyncio.sleep(0.05 * attempt)
+        raise ApiError(503, f"no model replica could answer after {tries} attempts (replicas restarting); "
+                            "retry shortly", headers={"Retry-After": "2"})
+
+    async def _model_info(self) -> dict[str, Any]:
+        if self.info is None:
+            self.info = ModelInfo(**await self._call("model_info")).model_dump()
+        return self.info
 
     @app.post("/v1/classify", response_model=ClassifyResponse, responses=_ERRORS,
               openapi_extra={"requestBody": {"required": True, "content": {
@@ -208,36 +204,20 @@ class Classifier:
         """Classify `text` or `texts`: the label, its score and every label's probability."""
         length = request.headers.get("content-length")
         if length and length.isdigit() and int(length) > MAX_BODY_BYTES:
-            raise ClientError(413, f"body of {length} bytes exceeds the {MAX_BODY_BYTES}-byte limit")
+            raise ApiError(413, f"body of {length} bytes exceeds the {MAX_BODY_BYTES}-byte limit")
         texts = parse_classify(await request.body(), request.headers.get("content-type"),
                                self.s["max_batch_texts"], self.s["max_chars"])
-        probs = await self.classify_batch(texts)
-        return ClassifyResponse(model=self.model_id, predictions=[self._prediction(p) for p in probs])
+        info = await self._model_info()
+        probs = await self._call("classify", texts)
+        return ClassifyResponse(model=info["model"], predictions=[_prediction(info["labels"], p) for p in probs])
 
-    @serve.batch(max_batch_size=32, batch_wait_timeout_s=0.005)
-    async def classify_batch(self, requests: list[list[str]]) -> list[list[list[float]]]:
-        """One forward pass over every text of every request that arrived together."""
-        flat = [t for texts in requests for t in texts]
-        self.metrics.batch.observe(len(flat), tags=self.metrics.tags)
-        probs = await asyncio.get_running_loop().run_in_executor(self.pool, self._forward, flat)
-        out, i = [], 0
-        for texts in requests:
-            out.append(probs[i:i + len(texts)])
-            i += len(texts)
-        return out
-
-    def _forward(self, texts: list[str]) -> list[list[float]]:
-        return self.clf.predict_proba(texts, batch_size=64).tolist()
-
-    def _prediction(self, p: list[float]) -> dict[str, Any]:
-        best = max(range(len(p)), key=p.__getitem__)
-        return {"label": self.labels[best], "score": p[best], "probs": dict(zip(self.labels, p))}
-
-    @app.get("/v1/model", response_model=ModelInfo)
+    @app.get("/v1/model", response_model=ModelInfo, responses={503: {"model": ErrorBody}})
     async def model(self) -> dict[str, Any]:
         """The model being served: labels, size, and where it came from."""
-        return self.info
+        return await self._model_info()
 
-    @app.get("/healthz")
+    @app.get("/healthz", responses={503: {"model": ErrorBody}})
     async def healthz(self) -> dict[str, str]:
-        return {"status": "ok", "model": self.model_id}
+        """ok when a model replica answers."""
+        info = await self._call("model_info")
+        return {"status": "ok", "model": info["model"]}

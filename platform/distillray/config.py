@@ -239,11 +239,16 @@ class ServeConfig(_Section):
     """CPUs reserved per replica."""
     quantize: bool = False
     """int8 dynamic quantisation of Linear layers (CPU)."""
+    retries: int = Field(default=2, ge=0, le=10)
+    """Times the HTTP ingress resends a request whose model replica died mid-request (to another
+    replica); after that the client gets a 503 with Retry-After."""
 
 
 class RunConfig(_Section):
     output_dir: str = "runs/demo"
-    """Where the run writes models, metrics and the report (local path or URI)."""
+    """Where the run writes models, checkpoints, metrics and the report: a local path, a shared
+    mount every node sees (NFS, EFS, Filestore), or file://...; object storage is for the shards
+    (precompute.cache_dir)."""
     name: str = Field(default="", pattern=r"^([A-Za-z0-9][A-Za-z0-9._-]{0,99})?$")
     """Run name in the Ray dashboard and metrics (letters, digits, . _ -; it names folders under
     run.output_dir, so it cannot contain / or ..); empty: the output dir's name."""
@@ -553,7 +558,9 @@ def resolve_paths(cfg: Config, base: Path) -> Config:
     d = cfg.to_dict()
     d["data"]["train"] = fix(cfg.data.train)
     d["data"]["dev"] = fix(cfg.data.dev)
-    d["run"]["output_dir"] = fix(cfg.run.output_dir)
+    out = cfg.run.output_dir
+    # file:// names the local (or a shared, mounted) filesystem: the run dir is a plain path there
+    d["run"]["output_dir"] = str(Path(out[len("file://"):]).resolve()) if out.startswith("file://") else fix(out)
     d["precompute"]["cache_dir"] = fix(cfg.precompute.cache_dir)
     if cfg.serve.model:
         d["serve"]["model"] = fix(cfg.serve.model)

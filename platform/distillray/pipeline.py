@@ -51,6 +51,12 @@ class Task:
 
 def check_output_dir(cfg: Config) -> None:
     out = cfg.run.output_dir
+    if storage.is_uri(out):
+        raise ConfigError(
+            f"config error: run.output_dir={out} is object storage; the run dir holds the report, "
+            "exported models and Ray Train checkpoints, and must be a filesystem every node mounts; "
+            "fix: set run.output_dir to a local or shared path (or file://...), and put the shards on "
+            "object storage with precompute.cache_dir=" + out.rstrip("/") + "/logits")
     local = storage.local_path(out)
     if local is not None and local.exists() and not local.is_dir():
         raise ConfigError(f"config error: run.output_dir={out} is a file, not a directory; "

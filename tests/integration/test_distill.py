@@ -29,10 +29,12 @@ SMOKE = ["data.train=smoke", "data.dev=smoke", "data.text_column=sentence", "dat
 
 @pytest.fixture(scope="module")
 def distilled(ray_local, tiny_teacher, tmp_path_factory):
-    """One run of jobs/distill.py main(argv): fine-tune (tiny teacher) -> precompute -> distil."""
+    """One run of jobs/distill.py main(argv): fine-tune (tiny teacher) -> precompute -> distil.
+    Output dir and shard cache are given as file:// URIs (the shared-filesystem form; every other
+    integration test uses plain local paths), so shards go through pyarrow's URI filesystem."""
     out = tmp_path_factory.mktemp("distill") / "run"
     args = [*SMOKE, f"teacher.model={tiny_teacher}", "teacher.finetune=true", "train.epochs=2",
-            "train.zero_stage=2", f"run.output_dir={out}", f"precompute.cache_dir={out.parent / 'cache'}"]
+            "train.zero_stage=2", f"run.output_dir=file://{out}", f"precompute.cache_dir=file://{out.parent / 'cache'}"]
     assert distill.main(args) == 0
     return out, args
 
@@ -53,6 +55,8 @@ def test_distill_job_writes_a_complete_report(distilled):
     for name in ("teacher", "student", "logits", "report.md", "distill_curves.png", "accuracy_vs_throughput.png"):
         assert (out / name).exists(), name
     assert (out / "logits" / "manifest.json").exists()
+    assert json.loads((out / "logits.json").read_text())["shard_dir"].startswith(f"file://{out.parent / 'cache'}/")
+    assert (out / "logits").resolve().parent == (out.parent / "cache").resolve()
     assert "keeps" in (out / "report.md").read_text().splitlines()[2]
 
 

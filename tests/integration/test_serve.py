@@ -85,6 +85,30 @@ def test_model_info_health_and_docs(server):
     assert httpx.get(f"{server}/docs").status_code == 200
 
 
+def test_request_latency_and_batch_metrics_reach_the_prometheus_export(server):
+    """distillray_serve_{requests,latency_ms,batch_size}, read back from this node's metrics export."""
+    import urllib.request
+
+    import ray
+
+    for t in TEXTS:
+        assert classify(server, {"text": t}).status_code == 200
+    node = next(n for n in ray.nodes() if n["Alive"])
+    url = f"http://{node['NodeManagerAddress']}:{node['MetricsExportPort']}/metrics"
+    want = ("ray_distillray_serve_requests", "ray_distillray_serve_latency_ms_bucket",
+            "ray_distillray_serve_batch_size_bucket")  # a counter may carry a _total suffix
+    seen: set[str] = set()
+    missing = list(want)
+    deadline = time.time() + 90  # exported every 10 s by default
+    while time.time() < deadline and missing:
+        with urllib.request.urlopen(url, timeout=5) as r:
+            seen = {ln.split("{")[0].split(" ")[0] for ln in r.read().decode().splitlines()
+                    if ln.startswith("ray_distillray_serve")}
+        missing = [w for w in want if not any(n.startswith(w) for n in seen)]
+        time.sleep(2)
+    assert not missing, f"missing from {url}: {missing} (seen: {sorted(seen)})"
+
+
 BAD = [  # (name, request kwargs, status, words in the error)
     ("missing field", {"json": {}}, 422, "exactly one"),
     ("both fields", {"json": {"text": "a", "texts": ["b"]}}, 422, "exactly one"),

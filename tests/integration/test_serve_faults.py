@@ -35,12 +35,12 @@ def server(ray_local, tiny_teacher):
 
 
 class Background:
-    """Valid requests in a loop on another thread: status codes and latencies."""
+    """Valid requests in a loop on `clients` other threads: status codes and latencies."""
 
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: str, clients: int = 1) -> None:
         self.url, self.codes, self.lat = url, [], []
         self.stop = threading.Event()
-        self.t = threading.Thread(target=self.run, daemon=True)
+        self.threads = [threading.Thread(target=self.run, daemon=True) for _ in range(clients)]
 
     def run(self) -> None:
         with httpx.Client(timeout=25) as c:
@@ -53,12 +53,14 @@ class Background:
                 self.lat.append(time.perf_counter() - t0)
 
     def __enter__(self):
-        self.t.start()
+        for t in self.threads:
+            t.start()
         return self
 
     def __exit__(self, *exc):
         self.stop.set()
-        self.t.join(timeout=60)
+        for t in self.threads:
+            t.join(timeout=60)
 
 
 def raw(port: int, data: bytes, read: bool = True, timeout: float = 30) -> bytes:
@@ -116,20 +118,20 @@ def test_hostile_requests_get_4xx_while_valid_traffic_flows(server):
     assert httpx.get(f"http://127.0.0.1:{port}/healthz").status_code == 200
 
 
-def test_killed_replica_fails_fast_comes_back_and_then_all_succeed(server):
+def test_killed_replica_is_retried_comes_back_and_then_all_succeed(server):
     import ray
     from ray.util.state import list_actors
 
     port = server
     url = f"http://127.0.0.1:{port}/v1/classify"
-    replicas = [a for a in list_actors(address=ray.get_runtime_context().gcs_address, filters=[("state", "=", "ALIVE")]) if "ServeReplica" in a.class_name]
+    replicas = [a for a in list_actors(address=ray.get_runtime_context().gcs_address, filters=[("state", "=", "ALIVE")]) if a.class_name.endswith(":Classifier")]
     assert len(replicas) == 2
-    with Background(url) as bg:
+    with Background(url, clients=8) as bg:  # 8 in flight: the killed replica holds some of them
         time.sleep(1)
         os.kill(replicas[0].pid, signal.SIGKILL)
         deadline = time.time() + 120
         while time.time() < deadline:  # the controller replaces the dead replica
-            alive = [a for a in list_actors(address=ray.get_runtime_context().gcs_address, filters=[("state", "=", "ALIVE")]) if "ServeReplica" in a.class_name]
+            alive = [a for a in list_actors(address=ray.get_runtime_context().gcs_address, filters=[("state", "=", "ALIVE")]) if a.class_name.endswith(":Classifier")]
             if len(alive) == 2 and replicas[0].actor_id not in {a.actor_id for a in alive}:
                 break
             time.sleep(1)
@@ -137,9 +139,10 @@ def test_killed_replica_fails_fast_comes_back_and_then_all_succeed(server):
             pytest.fail("the killed replica was not replaced within 120 s")
         time.sleep(2)
     assert max(bg.lat) < 25, f"a request hung for {max(bg.lat):.1f}s"
+    # a request in flight on the dead replica is resent by the Api ingress to the live one
     failed = [c for c in bg.codes if c != 200]
-    assert all(c in (500, 503) for c in failed), failed  # in flight on the dead replica: fail fast
-    assert len(failed) <= 4, failed
+    assert failed == [], failed
+    assert len(bg.codes) > 10
     with httpx.Client(timeout=30) as c:
         codes = [c.post(url, json={"text": TEXTS[i % 4]}).status_code for i in range(100)]
     assert codes == [200] * 100

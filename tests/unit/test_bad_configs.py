@@ -42,6 +42,7 @@ def cases(tmp):
         ("output dir is a file", [f"run.output_dir={a_file}"], "is a file"),
         ("max_length over the teacher's", ["data.max_length=4096"], "data.max_length=4096"),
         ("GPU asked, none here", ["train.use_gpu=true"], "train.use_gpu=true"),
+        ("output dir on object storage", ["run.output_dir=s3://bucket/runs/x"], "precompute.cache_dir=s3://"),
     ]
 
 
@@ -52,7 +53,7 @@ def data(tmp_path):
     return p
 
 
-@pytest.mark.parametrize("idx", range(20))
+@pytest.mark.parametrize("idx", range(21))
 def test_bad_config_exits_2_with_one_line_and_writes_nothing(idx, data, tmp_path, capsys):
     name, overrides, words = cases(tmp_path)[idx]
     out = tmp_path / "out"

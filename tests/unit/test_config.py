@@ -26,6 +26,12 @@ def test_overrides_are_typed_and_paths_absolute(tmp_path):
     assert cfg.data.train.endswith("shared/data/sst2/train.tsv") and cfg.data.train.startswith("/")
 
 
+def test_file_uris_name_the_local_filesystem(tmp_path):
+    cfg = load_config("sst2", [f"run.output_dir=file://{tmp_path}/run", f"precompute.cache_dir=file://{tmp_path}/c"])
+    assert cfg.run.output_dir == str(tmp_path / "run") and cfg.run_name == "run"
+    assert cfg.precompute.cache_dir == f"file://{tmp_path}/c"  # shards go through pyarrow's URI filesystem
+
+
 def test_parse_value():
     assert parse_value("1e-4") == 1e-4
     assert parse_value("[0, 2]") == [0, 2]

@@ -7,7 +7,7 @@ import json
 
 import pytest
 
-from serve.classifier import MAX_BODY_BYTES, ClientError, parse_classify
+from serve.api import MAX_BODY_BYTES, ApiError, parse_classify
 
 J = "application/json"
 
@@ -45,7 +45,7 @@ def test_valid_single_and_list():
     (b'{"text": "' + b"x" * (MAX_BODY_BYTES + 1) + b'"}', J, 413, "byte limit"),
 ])
 def test_bad_input(body, ctype, status, needle):
-    with pytest.raises(ClientError) as e:
+    with pytest.raises(ApiError) as e:
         parse(body, ctype)
     assert e.value.status == status
     assert needle in e.value.error

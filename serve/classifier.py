@@ -1,0 +1,84 @@
+"""The Classifier deployment: one exported model dir (student or teacher) behind dynamic batching
+(`@serve.batch`) across concurrent requests. No HTTP here: the `Api` ingress (serve/api.py)
+validates requests and calls `classify` through a deployment handle, so it can resend a request
+to another replica when this one dies mid-request.
+
+No `from __future__ import annotations` here: Serve pickles the decorated class by value.
+"""
+
+import asyncio
+import json
+import logging
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+from ray import serve
+
+logger = logging.getLogger("ray.serve")
+
+
+def provenance(model_dir: Any) -> dict:
+    """Teacher, retention and speedup from the run that made this model, when it was distillray's."""
+    d = Path(model_dir)
+    out: dict = {}
+    marker = d / "distillray.json"
+    if marker.exists():
+        m = json.loads(marker.read_text())
+        out.update(distilled_from=m.get("teacher"), retention=m.get("retention"), speedup=m.get("speedup"))
+    report = d.parent / "report.json"
+    if report.exists() and d.name == "student":
+        r = json.loads(report.read_text())
+        out.update(retention=r.get("retention"), speedup=r.get("speedup"),
+                   student_accuracy=r.get("student", {}).get("accuracy"),
+                   teacher_accuracy=r.get("teacher", {}).get("accuracy"))
+        out.setdefault("distilled_from", r.get("config", {}).get("teacher", {}).get("model"))
+    return out
+
+
+@serve.deployment(name="Classifier", health_check_period_s=5, health_check_timeout_s=30,
+                  graceful_shutdown_timeout_s=5)
+class Classifier:
+    def __init__(self, settings: dict) -> None:
+        import torch
+        from ray.util.metrics import Histogram
+
+        from distillray.inference import load_for_inference
+        from distillray.models import content_hash
+
+        torch.set_num_threads(max(1, int(settings["cpus_per_replica"])))
+        path = settings["model"]
+        self.clf = load_for_inference(path, quantize=settings["quantize"], use_gpu=settings.get("use_gpu", False))
+        self.model_id = f"{Path(path).name}@{content_hash(path)[:12]}" + ("+int8" if settings["quantize"] else "")
+        self.info = {"model": self.model_id, "path": str(path), "labels": self.clf.labels,
+                     "params": self.clf.num_params, "max_length": self.clf.max_length,
+                     "quantized": settings["quantize"], **provenance(path)}
+        self.pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="forward")
+        self.batch_size = Histogram("distillray_serve_batch_size", "texts per forward pass",
+                                    boundaries=[1, 2, 4, 8, 16, 32, 64, 128, 256], tag_keys=("model",))
+        self.classify_batch.set_max_batch_size(settings["max_batch_size"])
+        self.classify_batch.set_batch_wait_timeout_s(settings["batch_wait_timeout_s"])
+        self.clf.predict(["warm up"])  # first call pays one-off costs, not the first client
+        logger.info("serving %s (%d params, labels %s)", self.model_id, self.clf.num_params, self.clf.labels)
+
+    def model_info(self) -> dict:
+        return self.info
+
+    async def classify(self, texts: list) -> list:
+        """Probabilities per label for each text (batched with other concurrent calls)."""
+        return await self.classify_batch(texts)
+
+    @serve.batch(max_batch_size=32, batch_wait_timeout_s=0.005)
+    async def classify_batch(self, requests: list) -> list:
+        """One forward pass over every text of every request that arrived together."""
+        flat = [t for texts in requests for t in texts]
+        self.batch_size.observe(len(flat), tags={"model": self.model_id})
+        probs = await asyncio.get_running_loop().run_in_executor(self.pool, self._forward, flat)
+        out, i = [], 0
+        for texts in requests:
+            out.append(probs[i:i + len(texts)])
+            i += len(texts)
+        return out
+
+    def _forward(self, texts: list) -> list:
+        return self.clf.predict_proba(texts, batch_size=64).tolist()
