@@ -64,12 +64,13 @@ def bind(cfg: Config) -> Application:
                           f"serve.max_batch_size={s['max_batch_size']}, so batches could never fill; "
                           f"fix: set serve.max_ongoing_requests>={s['max_batch_size']}")
     actor = {"num_cpus": s["cpus_per_replica"], "num_gpus": 1 if cfg.train.use_gpu else 0}
+    logs = {"enable_access_log": s["access_log"]}
     model = Classifier.options(num_replicas=s["num_replicas"], max_ongoing_requests=s["max_ongoing_requests"],
-                               ray_actor_options=actor).bind(s)
+                               ray_actor_options=actor, logging_config=logs).bind(s)
     # the ingress parses JSON and forwards: light, and it must hold enough requests in flight for
     # every model replica's batches to fill
     return Api.options(num_replicas=s["num_replicas"], ray_actor_options={"num_cpus": 0.1},
-                       max_ongoing_requests=4 * s["max_ongoing_requests"]).bind(s, model)
+                       max_ongoing_requests=4 * s["max_ongoing_requests"], logging_config=logs).bind(s, model)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -239,6 +239,13 @@ class ServeConfig(_Section):
     """CPUs reserved per replica."""
     quantize: bool = False
     """int8 dynamic quantisation of Linear layers (CPU)."""
+    forward_chunk: int | None = Field(default=None, ge=1)
+    """Texts per forward pass within a batch, after sorting the batch by length; null: 8 on CPU
+    (less padding: measured 1.6x the throughput of one 32-text pass on SST-2 dev), the whole
+    batch on a GPU."""
+    access_log: bool = False
+    """Serve's per-request access log lines (off: on a busy endpoint they cost more CPU than the
+    parsing; request counts and latencies are in the distillray_serve_* metrics either way)."""
     retries: int = Field(default=2, ge=0, le=10)
     """Times the HTTP ingress resends a request whose model replica died mid-request (to another
     replica); after that the client gets a 503 with Retry-After."""
