@@ -78,3 +78,23 @@ def test_manifest_verify_and_compatibility(tmp_path):
         shards.load_manifest(str(tmp_path))
     with pytest.raises(ShardError, match="no manifest.json"):
         shards.load_manifest(str(tmp_path / "empty"))
+
+
+def test_shard_dir_is_keyed_by_teacher_content_not_its_path():
+    """A fine-tuned teacher reused from another run's output dir (a copy, another path) reuses the
+    shards; a different teacher or max_length does not."""
+    import copy
+
+    from distillray.data.precompute import key_inputs
+
+    meta = {"teacher": {"path": "/runs/a/teacher", "content_hash": "h1", "num_labels": 2, "hidden_size": 8},
+            "tokenizer_hash": "t", "max_length": 64, "logits_dtype": "float32", "store_hidden": False,
+            "dataset": {"source": "/data/train.tsv", "fingerprint": "f", "rows": 10,
+                        "label_names": ["neg", "pos"], "raw_labels": ["0", "1"]}}
+    moved = copy.deepcopy(meta)
+    moved["teacher"]["path"] = "/runs/b/teacher"
+    assert key_inputs(moved) == key_inputs(meta)
+    other = copy.deepcopy(meta)
+    other["teacher"]["content_hash"] = "h2"
+    longer = copy.deepcopy(meta) | {"max_length": 128}
+    assert key_inputs(other) != key_inputs(meta) and key_inputs(longer) != key_inputs(meta)

@@ -105,9 +105,15 @@ def shard_meta(cfg: Config, train: TextDataset, teacher_dir: str) -> dict[str, A
     }
 
 
+def key_inputs(meta: dict[str, Any]) -> dict[str, Any]:
+    """What identifies a shard dir: the teacher by content and the dataset by fingerprint, not by
+    where they live (the same teacher copied into another run's output dir reuses the shards)."""
+    return {k: v for k, v in meta.items() if k != "teacher"} | {
+        "teacher": meta["teacher"]["content_hash"], "dataset": meta["dataset"]["fingerprint"]}
+
+
 def shard_dir_for(cfg: Config, meta: dict[str, Any]) -> str:
-    key = shards.shard_key({k: v for k, v in meta.items() if k != "teacher"} | {
-        "teacher": meta["teacher"]["content_hash"], "dataset": meta["dataset"]["fingerprint"]})
+    key = shards.shard_key(key_inputs(meta))
     stem = Path(meta["dataset"]["source"]).stem.replace(":", "-")[:40] or "data"
     return storage.join(cfg.precompute.cache_dir, f"{stem}-L{cfg.data.max_length}-{key}")
 
@@ -144,7 +150,7 @@ def run_precompute(cfg: Config, train: TextDataset, teacher_dir: str) -> Precomp
     storage.makedirs(out_dir)
     meta_path = storage.join(out_dir, shards.META)
     old_meta = shards.read_json(meta_path)
-    if old_meta is not None and old_meta != meta:
+    if old_meta is not None and key_inputs(old_meta) != key_inputs(meta):
         raise ShardError(f"{out_dir}: holds shards for other inputs than this run's (its {shards.META} "
                          "differs); fix: delete the dir, or set precompute.cache_dir elsewhere")
     if old_meta is None:
