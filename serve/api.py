@@ -84,13 +84,13 @@ def jsonable_errors(errors: list[dict]) -> list[dict]:
 
 
 def parse_classify(body: bytes, content_type: str | None, max_texts: int, max_chars: int) -> list[str]:
-    """Raw request -> texts, or a ApiError naming what to fix. Pure: unit-testable."""
+    """Raw request -> texts, or an ApiError naming what to fix. Pure: unit-testable."""
     ctype = (content_type or "").split(";")[0].strip().lower()
     if ctype != "application/json":
         raise ApiError(415, f"Content-Type must be application/json (got {content_type or 'none'})")
     if len(body) > MAX_BODY_BYTES:
         raise ApiError(413, f"body of {len(body)} bytes exceeds the {MAX_BODY_BYTES}-byte limit; "
-                               f"send at most {max_texts} texts of at most {max_chars} characters")
+                            f"send at most {max_texts} texts of at most {max_chars} characters")
     try:
         text = body.decode("utf-8")
     except UnicodeDecodeError as e:
@@ -109,7 +109,7 @@ def parse_classify(body: bytes, content_type: str | None, max_texts: int, max_ch
         detail = jsonable_errors(e.errors()) if isinstance(e, ValidationError) else None
         why = "; ".join(f"{'.'.join(map(str, d['loc'])) or 'body'}: {d['msg']}" for d in detail or [])[:300]
         raise ApiError(422, f'invalid request ({why or "nested too deeply"}); send {{"text": "..."}} '
-                               'or {"texts": ["...", ...]}', detail) from None
+                            'or {"texts": ["...", ...]}', detail) from None
     texts = req.items()
     if not texts:
         raise ApiError(422, '"texts" is empty; send at least one text')
