@@ -78,10 +78,12 @@ def main() -> int:
     p.add_argument("--student-lr", type=float, default=2e-4)
     p.add_argument("--temperature", type=float, default=2.0)
     p.add_argument("--alpha-kd", type=float, default=0.5)
-    p.add_argument("--online-steps", type=int, default=100)
+    p.add_argument("--online-steps", type=int, default=300, help="steps timed per mode (the issue: a few hundred)")
     p.add_argument("--output-dir", default=str(REPO / "runs" / "bench-quality"))
     p.add_argument("--lock", default=None, help="exclusive lock file held around each stage")
     p.add_argument("--skip-hard-label", action="store_true", help="no hard-label baseline (saves a student run)")
+    p.add_argument("--hard-label-from", default=None,
+                   help="evaluate this existing hard-label student (same teacher, init and data) instead of training one")
     p.add_argument("--evaluate-only", action="store_true",
                    help="reuse teacher/, student/ (and student-hard/) already in --output-dir: evaluate and time only")
     p.add_argument("overrides", nargs="*", help="extra config key=value")
@@ -108,7 +110,10 @@ def main() -> int:
     task = pipeline.preflight(cfg)
     out = task.out
     tfit = sfit = None
-    hard_dir = out / "student-hard"
+    hard_dir = Path(args.hard_label_from) if args.hard_label_from else out / "student-hard"
+    if args.hard_label_from and not (hard_dir / "config.json").exists():
+        sys.exit(f"--hard-label-from {hard_dir}: no exported model there (config.json missing); "
+                 "point it at a student-hard/ dir written by an earlier bench/quality.py run")
     with ray_session(cfg):
         if args.evaluate_only:
             from distillray.data.precompute import PrecomputeResult  # noqa: F401 (shape of `shards`)
@@ -126,7 +131,7 @@ def main() -> int:
             with cpu_lock(args.lock):
                 sfit = pipeline.distill_student(task, shards.shard_dir, manifest, init_dir, str(out / "student"))
             distill_s = task.timings["distill"]
-            if not args.skip_hard_label:
+            if not (args.skip_hard_label or args.hard_label_from):
                 hard_cfg = load_config("sst2", base + args.overrides + ["distill.alpha_kd=0", "distill.alpha_ce=1"])
                 with cpu_lock(args.lock):
                     pipeline.distill_student(task, shards.shard_dir, manifest, init_dir, str(hard_dir),

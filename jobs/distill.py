@@ -36,12 +36,12 @@ def main(argv: list[str] | None = None) -> int:
             cfg = task.cfg = tune_summary.best_config
         init_dir = pipeline.student_init_dir(task, teacher_dir, cfg.student.layers)
         student_fit = pipeline.distill_student(task, shards.shard_dir, manifest, init_dir,
-                                               str(task.out / "student"))
+                                               task.dest("student"))
     report = pipeline.finish(task, teacher_fit, student_fit, shards, tune_summary)
-    logger.info("report: %s", task.out / "report.md")
+    logger.info("report: %s", task.dest("report.md"))
     print(json.dumps({k: report[k] for k in ("retention", "speedup")} | {
         "teacher_accuracy": report["teacher"]["accuracy"], "student_accuracy": report["student"]["accuracy"],
-        "output_dir": str(task.out)}))
+        "output_dir": task.dest()}))
     return 0
 
 

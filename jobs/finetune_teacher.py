@@ -21,6 +21,7 @@ def main(argv: list[str] | None = None) -> int:
     with ray_session(cfg):
         pipeline.check_cluster(cfg)
         teacher_dir, result = pipeline.finetune_teacher(task, init_dir)
+    task.publish()
     print(json.dumps({"teacher": teacher_dir, "steps": result.steps, **result.final}))
     return 0
 

@@ -28,6 +28,7 @@ def main(argv: list[str] | None = None) -> int:
     with ray_session(cfg):
         pipeline.check_cluster(cfg)
         res = pipeline.precompute(task, teacher_dir)
+    task.publish()
     print(json.dumps({"shard_dir": res.shard_dir, "rows": res.manifest["rows"],
                       "shards": len(res.manifest["shards"]), "rows_computed": res.rows_computed,
                       "reused": res.reused, "seconds": round(res.seconds, 2)}))

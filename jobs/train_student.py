@@ -39,7 +39,8 @@ def main(argv: list[str] | None = None) -> int:
     init_dir = pipeline.student_init_dir(task, teacher_dir, cfg.student.layers)
     with ray_session(cfg):
         pipeline.check_cluster(cfg)
-        result = pipeline.distill_student(task, args.shards, manifest, init_dir, str(task.out / "student"))
+        result = pipeline.distill_student(task, args.shards, manifest, init_dir, task.dest("student"))
+    task.publish()
     print(json.dumps({"student": result.export_dir, "steps": result.steps, "resumes": result.resumes,
                       **result.final}))
     return 0

@@ -54,6 +54,7 @@ def main(argv: list[str] | None = None) -> int:
             shard_dir = pipeline.precompute(task, teacher_dir).shard_dir
             manifest = pipeline.check_shards(task, shard_dir, teacher_dir)
         summary = run_search(task, shard_dir, manifest, teacher_dir)
+    task.publish()
     logger.info("tune: results in %s", summary.output_dir)
     d = summary.as_dict()
     print(json.dumps({k: d[k] for k in ("trials", "completed", "stopped_early", "failed", "best_accuracy",

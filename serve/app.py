@@ -18,6 +18,7 @@ if __package__ in (None, ""):  # `python serve/app.py`: make `serve.*` and `dist
 
 from ray.serve import Application
 
+from distillray import storage
 from distillray.config import Config, ServeConfig, load_config
 from distillray.errors import ConfigError, ModelError
 
@@ -31,6 +32,9 @@ def check_model_dir(model: str) -> str:
     if not model:
         raise ConfigError("config error: serve.model is not set; fix: pass model=runs/<name>/student "
                           "(or --model DIR), an exported model dir")
+    if storage.is_remote(model):  # s3://, gs://: each replica downloads it (cached per node)
+        model_config(model)
+        return model
     path = Path(model).expanduser().resolve()
     if not (path / "config.json").exists():
         raise ModelError(f"serve.model={model}: {path} is not an exported model dir (no config.json); "

@@ -18,15 +18,17 @@ logger = logging.getLogger("ray.serve")
 
 def provenance(model_dir: Any) -> dict:
     """Teacher, retention and speedup from the run that made this model, when it was distillray's."""
-    d = Path(model_dir)
+    from distillray import storage
+
     out: dict = {}
-    marker = d / "distillray.json"
-    if marker.exists():
-        m = json.loads(marker.read_text())
+    marker = storage.join(model_dir, "distillray.json")
+    if storage.is_file(marker):
+        m = json.loads(storage.read_bytes(marker))
         out.update(distilled_from=m.get("teacher"), retention=m.get("retention"), speedup=m.get("speedup"))
-    report = d.parent / "report.json"
-    if report.exists() and d.name == "student":
-        r = json.loads(report.read_text())
+    parent, name = storage.split(model_dir)
+    report = storage.join(parent, "report.json")
+    if name == "student" and storage.is_file(report):
+        r = json.loads(storage.read_bytes(report))
         out.update(retention=r.get("retention"), speedup=r.get("speedup"),
                    student_accuracy=r.get("student", {}).get("accuracy"),
                    teacher_accuracy=r.get("teacher", {}).get("accuracy"))

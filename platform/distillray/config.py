@@ -254,8 +254,9 @@ class ServeConfig(_Section):
 class RunConfig(_Section):
     output_dir: str = "runs/demo"
     """Where the run writes models, checkpoints, metrics and the report: a local path, a shared
-    mount every node sees (NFS, EFS, Filestore), or file://...; object storage is for the shards
-    (precompute.cache_dir)."""
+    mount every node sees (NFS, EFS, Filestore), file://..., or object storage (s3://, gs://:
+    checkpoints and models go there directly, nodes download models to a local cache, and the
+    report is staged locally and uploaded)."""
     name: str = Field(default="", pattern=r"^([A-Za-z0-9][A-Za-z0-9._-]{0,99})?$")
     """Run name in the Ray dashboard and metrics (letters, digits, . _ -; it names folders under
     run.output_dir, so it cannot contain / or ..); empty: the output dir's name."""
@@ -291,7 +292,7 @@ class Config(_Section):
     @property
     def run_name(self) -> str:
         # Used in folder names under run.output_dir: never a path separator or a leading dot.
-        name = self.run.name or Path(self.run.output_dir.rstrip("/")).name
+        name = self.run.name or Path(self.run.output_dir.partition("?")[0].rstrip("/")).name  # no URI query
         return re.sub(r"[^A-Za-z0-9._-]", "-", name).lstrip(".-") or "distillray"
 
 

@@ -21,7 +21,9 @@ from distillray.inference import Classifier, load_for_inference
 
 def dir_size_bytes(path: str | Path) -> int:
     """Bytes of the weight files (what a deployment ships), not of tokenizer/config files."""
-    return sum(f.stat().st_size for f in Path(path).iterdir() if f.suffix in (".safetensors", ".bin"))
+    from distillray.models import resolve_model_dir
+
+    return sum(f.stat().st_size for f in resolve_model_dir(str(path)).iterdir() if f.suffix in (".safetensors", ".bin"))
 
 
 def macro_f1(y_true: np.ndarray, y_pred: np.ndarray, num_labels: int) -> float:

