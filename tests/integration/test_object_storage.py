@@ -15,6 +15,7 @@ import subprocess
 import sys
 import time
 
+import pyarrow.fs as pafs
 import pytest
 
 from conftest import REPO
@@ -23,6 +24,7 @@ pytestmark = [pytest.mark.integration, pytest.mark.timeout(900)]
 sys.path.insert(0, str(REPO / "jobs"))
 sys.path.insert(0, str(REPO / "serve"))
 import distill  # noqa: E402
+import tune as tune_job  # noqa: E402
 
 from test_distill import SMOKE  # noqa: E402
 
@@ -39,8 +41,6 @@ def _free_port() -> int:
 def s3():
     """A moto S3 server with one bucket; yields a function making s3:// URIs inside it."""
     pytest.importorskip("moto", reason="moto[server] provides the local S3 endpoint (pip install -e .[dev])")
-    import pyarrow.fs as pafs
-
     port = _free_port()
     proc = subprocess.Popen([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -93,22 +93,25 @@ def test_storage_helpers_on_s3(s3, tmp_path, monkeypatch):
 
 @pytest.fixture(scope="module")
 def distilled_on_s3(ray_local, tiny_teacher, s3, tmp_path_factory):
-    """jobs/distill.py with both the run dir and the shard cache in the bucket."""
+    """jobs/distill.py with the run dir and the shard cache in the bucket: teacher fine-tune,
+    precompute, a 2-trial Tune grid, distillation, evaluation, report."""
     home = tmp_path_factory.mktemp("s3-cache")
     import os
 
     os.environ["DISTILLRAY_CACHE"] = str(home)  # the driver's download cache (workers use their own)
     out, cache = s3("runs/tiny"), s3("cache/logits")
+    space = 'tune.space={"distill.alpha_kd": {"type": "grid", "values": [0.2, 0.8]}}'
     args = [*SMOKE, f"teacher.model={tiny_teacher}", "teacher.finetune=true", "train.epochs=1",
-            "train.zero_stage=2", f"run.output_dir={out}", f"precompute.cache_dir={cache}"]
+            "train.zero_stage=2", f"run.output_dir={out}", f"precompute.cache_dir={cache}",
+            "tune.enabled=true", "tune.search=grid", "tune.max_concurrent=2", space]
     assert distill.main(args) == 0
-    return out, cache
+    return out, cache, args
 
 
 def test_distill_job_writes_everything_to_the_bucket(distilled_on_s3):
     from distillray import storage
 
-    out, cache = distilled_on_s3
+    out, cache, _ = distilled_on_s3
     report = json.loads(storage.read_bytes(storage.join(out, "report.json")))
     for who in ("teacher", "student"):
         assert report[who]["accuracy"] > 0 and report[who]["params"] > 0, who
@@ -122,14 +125,30 @@ def test_distill_job_writes_everything_to_the_bucket(distilled_on_s3):
         assert storage.is_file(storage.join(out, name)), name
     # Ray Train checkpoints of both runs are in the bucket too (what a restarted run resumes from)
     fs, path = storage.resolve(storage.join(out, "ray"))
-    import pyarrow.fs as pafs
-
     names = [i.path for i in fs.get_file_info(pafs.FileSelector(path, recursive=True))]
     assert any("-teacher-" in n and "/checkpoint_" in n for n in names), names[:20]
     assert any("-student-" in n and "/checkpoint_" in n for n in names), names[:20]
     shard_dir = json.loads(storage.read_bytes(storage.join(out, "logits.json")))["shard_dir"]
     assert shard_dir.startswith(f"s3://testing:testing@{BUCKET}/cache/logits/")
     assert storage.is_file(storage.join(shard_dir, "manifest.json"))
+    # the search: its results are published beside the report, its trials ran in the bucket
+    best = json.loads(storage.read_bytes(storage.join(out, "tune", "best.json")))
+    assert report["tune"]["trials"] == 2 and report["config"]["distill"] == best["config"]["distill"]
+    assert storage.is_file(storage.join(out, "tune", "results.csv"))
+    fs, path = storage.resolve(storage.join(out, "tune", "ray"))
+    trial_files = [i.path for i in fs.get_file_info(pafs.FileSelector(path, recursive=True))]
+    assert sum(n.endswith("/result.json") for n in trial_files) == 2, trial_files[:20]
+
+
+def test_tune_job_resumes_the_search_from_the_bucket(distilled_on_s3, capsys):
+    from distillray import storage
+
+    out, _, args = distilled_on_s3
+    shard_dir = json.loads(storage.read_bytes(storage.join(out, "logits.json")))["shard_dir"]
+    capsys.readouterr()
+    assert tune_job.main(["--shards", shard_dir, *args]) == 0
+    res = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert res["restored"] and res["trials"] == 2
 
 
 def test_student_from_the_bucket_loads_with_plain_transformers_and_serves(distilled_on_s3, tmp_path):
@@ -137,7 +156,7 @@ def test_student_from_the_bucket_loads_with_plain_transformers_and_serves(distil
 
     from distillray import storage
 
-    out, _ = distilled_on_s3
+    out, _, _ = distilled_on_s3
     local = storage.materialize(storage.join(out, "student"))
     model = AutoModelForSequenceClassification.from_pretrained(local)
     tok = AutoTokenizer.from_pretrained(local)
