@@ -10,6 +10,7 @@ session's Ray workers need no environment of their own.
 from __future__ import annotations
 
 import json
+import os
 import socket
 import subprocess
 import sys
@@ -96,16 +97,21 @@ def distilled_on_s3(ray_local, tiny_teacher, s3, tmp_path_factory):
     """jobs/distill.py with the run dir and the shard cache in the bucket: teacher fine-tune,
     precompute, a 2-trial Tune grid, distillation, evaluation, report."""
     home = tmp_path_factory.mktemp("s3-cache")
-    import os
-
+    old = os.environ.get("DISTILLRAY_CACHE")
     os.environ["DISTILLRAY_CACHE"] = str(home)  # the driver's download cache (workers use their own)
     out, cache = s3("runs/tiny"), s3("cache/logits")
     space = 'tune.space={"distill.alpha_kd": {"type": "grid", "values": [0.2, 0.8]}}'
     args = [*SMOKE, f"teacher.model={tiny_teacher}", "teacher.finetune=true", "train.epochs=1",
             "train.zero_stage=2", f"run.output_dir={out}", f"precompute.cache_dir={cache}",
             "tune.enabled=true", "tune.search=grid", "tune.max_concurrent=2", space]
-    assert distill.main(args) == 0
-    return out, cache, args
+    try:
+        assert distill.main(args) == 0
+        yield out, cache, args
+    finally:
+        if old is None:
+            os.environ.pop("DISTILLRAY_CACHE", None)
+        else:
+            os.environ["DISTILLRAY_CACHE"] = old
 
 
 def test_distill_job_writes_everything_to_the_bucket(distilled_on_s3):
