@@ -102,9 +102,14 @@ def shard_dataset(paths: list[str], seed: int, name: str):
     from distillray import storage
 
     fs = None
-    if paths and storage.is_remote(paths[0]):  # one filesystem (endpoint, credentials) for all
-        fs = storage.resolve(paths[0])[0]
-        paths = [storage.resolve(p)[1] for p in paths]
+    if paths and storage.is_remote(paths[0]):
+        # One filesystem (endpoint, credentials) for all: resolved once for the shard dir, since
+        # resolving an s3:// URI asks the bucket for its region.
+        parent = storage.split(paths[0])[0]
+        if any(storage.split(p)[0] != parent for p in paths):
+            raise ValueError(f"shards must share one dir; got {paths[0]} and others elsewhere")
+        fs, base = storage.resolve(parent)
+        paths = [f"{base}/{storage.split(p)[1]}" for p in paths]
     ds = ray.data.read_parquet(paths, filesystem=fs, shuffle=FileShuffleConfig(seed=seed))
     ds.set_name(name)
     ds.context.enable_progress_bars = False
