@@ -129,6 +129,16 @@ def sha256_of(path: str) -> str:
 # Whole directories between local disk and remote storage (model dirs, run outputs)
 
 
+def for_ray(path: str) -> tuple[str, pafs.FileSystem | None]:
+    """(storage_path, storage_filesystem) for a Ray Train / Tune RunConfig: object storage as its
+    filesystem and the path inside it; a local path made absolute and created."""
+    if is_remote(path):
+        return resolve(path)[::-1]
+    local = local_path(path).resolve()
+    local.mkdir(parents=True, exist_ok=True)
+    return str(local), None
+
+
 def upload_dir(local_dir: str | Path, dest: str) -> str:
     """Copy a local dir's files (recursively) to `dest`, local or remote; returns `dest`."""
     fs, path = resolve(dest)

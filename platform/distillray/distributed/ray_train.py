@@ -11,9 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import torch
@@ -153,12 +151,7 @@ def fit(spec, datasets: dict[str, Any], name: str, storage_path: str,
     resources = {"CPU": tcfg.cpus_per_worker}
     if tcfg.use_gpu:
         resources["GPU"] = gpus_per_worker
-    fs = None
-    if storage.is_remote(storage_path):  # s3://, gs://: checkpoints go straight to object storage
-        fs, storage_path = storage.resolve(storage_path)
-    else:
-        storage_path = str(storage.local_path(storage_path).resolve())
-        os.makedirs(storage_path, exist_ok=True)
+    storage_path, fs = storage.for_ray(storage_path)  # s3://, gs://: checkpoints go straight there
     run_name = f"{name}-{run_id(spec_dict)}"
     trainer = TorchTrainer(
         train_loop_per_worker=train_loop_per_worker,

@@ -52,7 +52,7 @@ def resolve_model_dir(name: str) -> Path:
     if storage.is_remote(name):  # s3://, gs://: a per-node cached download
         try:
             path = storage.materialize(name)
-        except (OSError, FileNotFoundError) as e:
+        except OSError as e:  # FileNotFoundError included
             raise ModelError(f"model {name!r}: cannot read it from remote storage ({e}); fix: check the "
                              "URI and that this node has credentials for it") from None
         if not (path / "config.json").is_file():

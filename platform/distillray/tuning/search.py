@@ -528,14 +528,10 @@ def search(task, shard_dir: str, manifest: dict[str, Any], init_dirs: dict[str, 
     out = task.out / "tune"  # results, best.json, plot (staged, then published, when remote)
     out.mkdir(parents=True, exist_ok=True)
     ray_dir = task.dest("tune", "ray")  # the experiment: every trial's node writes there
-    fs = path = None
-    if storage.is_remote(ray_dir):
-        fs, path = storage.resolve(ray_dir)
-    else:
-        Path(ray_dir).mkdir(parents=True, exist_ok=True)
+    ray_path, fs = storage.for_ray(ray_dir)
     name = experiment_name(cfg, manifest)
     exp_dir = storage.join(ray_dir, name)
-    exp_path = f"{path}/{name}" if fs is not None else exp_dir
+    exp_path = f"{ray_path}/{name}"
     rows = int(manifest["rows"])
     inputs = TrialInputs(base=cfg.to_dict(), shard_dir=shard_dir, manifest=manifest, init_dirs=init_dirs,
                          dev=task.dev, labels=task.labels, run_name=cfg.run_name,
@@ -565,8 +561,7 @@ def search(task, shard_dir: str, manifest: dict[str, Any], init_dirs: dict[str, 
                 scheduler=_scheduler(cfg, max_t),
                 max_concurrent_trials=conc if cfg.tune.search in _SEARCHERS else None,
                 trial_name_creator=trial_name, trial_dirname_creator=trial_dirname, reuse_actors=False),
-            run_config=RunConfig(name=name, storage_path=path if fs is not None else ray_dir,
-                                 storage_filesystem=fs, verbose=1,
+            run_config=RunConfig(name=name, storage_path=ray_path, storage_filesystem=fs, verbose=1,
                                  failure_config=FailureConfig(max_failures=0)),
         )
     grid = tuner.fit()
