@@ -46,9 +46,12 @@ def build_ds_config(train: TrainConfig, world_size: int, total_steps: int, on_gp
         "gradient_accumulation_steps": train.grad_accum,
         "optimizer": {
             "type": "AdamW",
-            # torch's AdamW (fused on CUDA): no JIT-compiled op, same code on CPU and GPU.
+            # torch's fused AdamW kernel (CPU and CUDA): no JIT-compiled op, same code on both.
+            # On CPU it is 8x faster than the per-tensor loop DeepSpeed's torch_adam defaults
+            # to there (0.15 -> 0.02 s per step for a 17M-param student; bench/quality.py).
             "params": {"lr": train.lr, "betas": [0.9, 0.999], "eps": 1e-8,
-                       "weight_decay": train.weight_decay, "torch_adam": True, "adam_w_mode": True},
+                       "weight_decay": train.weight_decay, "torch_adam": True, "adam_w_mode": True,
+                       "fused": True},
         },
         "scheduler": {
             "type": "WarmupDecayLR",
