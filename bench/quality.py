@@ -16,7 +16,6 @@ pipeline functions as jobs/distill.py.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
 from pathlib import Path
@@ -145,8 +144,6 @@ def main() -> int:
                  "point it at a student-hard/ dir written by an earlier bench/quality.py run")
     with ray_session(cfg):
         if args.evaluate_only:
-            from distillray.data.precompute import PrecomputeResult  # noqa: F401 (shape of `shards`)
-
             teacher_dir = str(out / "teacher")
             shards = pipeline.precompute(task, teacher_dir)  # a no-op: the cache is complete
         else:

