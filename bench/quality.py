@@ -16,6 +16,7 @@ pipeline functions as jobs/distill.py.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import sys
 import time
 from pathlib import Path
@@ -156,13 +157,15 @@ def main() -> int:
         if not args.evaluate_only:
             with cpu_lock(args.lock):
                 sfit = pipeline.distill_student(task, shards.shard_dir, manifest, init_dir, str(out / "student"))
-            distill_s = task.timings["distill"]
             if not (args.skip_hard_label or args.hard_label_from):
-                hard_cfg = load_config("sst2", base + args.overrides + ["distill.alpha_kd=0", "distill.alpha_ce=1"])
+                # its own run dir (metrics, Ray Train runs), so it does not overwrite the student's
+                hard_cfg = load_config("sst2", base + args.overrides + [
+                    "distill.alpha_kd=0", "distill.alpha_ce=1", f"run.output_dir={out / 'hard-labels'}"])
+                hard_task = dataclasses.replace(task, cfg=hard_cfg, timings={})
                 with cpu_lock(args.lock):
-                    pipeline.distill_student(task, shards.shard_dir, manifest, init_dir, str(hard_dir),
-                                             cfg=hard_cfg, name=f"{cfg.run_name}-hard-labels")
-                task.timings["hard_label_student"], task.timings["distill"] = task.timings["distill"], distill_s
+                    pipeline.distill_student(hard_task, shards.shard_dir, manifest, init_dir, str(hard_dir),
+                                             name=f"{cfg.run_name}-hard-labels")
+                task.timings["hard_label_student"] = hard_task.timings["distill"]
     with cpu_lock(args.lock):
         report = pipeline.finish(task, tfit, sfit, shards)
         hard = evaluate_dir(hard_dir, task.dev.texts, task.dev.labels, task.labels.names,
