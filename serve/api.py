@@ -14,7 +14,6 @@ import asyncio
 import json
 import logging
 import time
-from pathlib import Path
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -25,6 +24,7 @@ from ray import serve
 from ray.exceptions import RayActorError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from distillray import storage
 from serve.schemas import ClassifyRequest, ClassifyResponse, ErrorBody, ModelInfo
 
 logger = logging.getLogger("ray.serve")
@@ -128,27 +128,26 @@ class _Metrics:
     """Request count and latency, exported through Ray's metrics (dashboard, Prometheus). Created
     in the replica, never on the driver. (Batch sizes are recorded by the Classifier.)"""
 
-    def __init__(self, model: str) -> None:
+    def __init__(self) -> None:
         from ray.util.metrics import Counter, Histogram
 
-        self.tags = {"model": model}
         self.requests = Counter("distillray_serve_requests", "HTTP requests by route and status code",
                                 tag_keys=("model", "route", "code"))
         self.latency = Histogram("distillray_serve_latency_ms", "request latency (ms) inside the ingress",
                                  boundaries=[1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000, 5000],
                                  tag_keys=("model", "route"))
 
-    def request(self, route: str, code: int, ms: float) -> None:
-        self.requests.inc(1, tags={**self.tags, "route": route, "code": str(code)})
-        self.latency.observe(ms, tags={**self.tags, "route": route})
+    def request(self, model: str, route: str, code: int, ms: float) -> None:
+        self.requests.inc(1, tags={"model": model, "route": route, "code": str(code)})
+        self.latency.observe(ms, tags={"model": model, "route": route})
 
 
-def _replica_metrics() -> "_Metrics | None":
-    """The _Metrics of the Api replica serving this request. Found through Serve's replica
-    context, not a module global: Serve pickles this module's code by value, so a global set in
-    __init__ is not the one this middleware would read."""
+def _replica_api() -> "Api | None":
+    """The Api replica serving this request. Found through Serve's replica context, not a module
+    global: Serve pickles this module's code by value, so a global set in __init__ is not the one
+    this middleware would read."""
     try:
-        return getattr(serve.get_replica_context().servable_object, "metrics", None)
+        return serve.get_replica_context().servable_object
     except Exception:  # not inside a replica (e.g. the app under a plain ASGI test client)
         return None
 
@@ -157,10 +156,11 @@ def _replica_metrics() -> "_Metrics | None":
 async def _count_requests(request: Request, call_next):
     t0 = time.perf_counter()
     response = await call_next(request)
-    metrics = _replica_metrics()
-    if metrics is not None:
+    api = _replica_api()
+    if isinstance(getattr(api, "metrics", None), _Metrics):
         route = request.url.path if response.status_code != 404 else "unknown"
-        metrics.request(route, response.status_code, (time.perf_counter() - t0) * 1000)
+        api.metrics.request(await api.metrics_tag(), route, response.status_code,
+                            (time.perf_counter() - t0) * 1000)
     return response
 
 
@@ -176,7 +176,7 @@ class Api:
         self.s = settings
         self.model = classifier  # DeploymentHandle to the Classifier deployment
         self.info: dict[str, Any] | None = None
-        self.metrics = _Metrics(Path(settings["model"]).name + ("+int8" if settings["quantize"] else ""))
+        self.metrics = _Metrics()
 
     async def _call(self, method: str, *args: Any) -> Any:
         """Call the Classifier; resend to another replica when the one that had the request died."""
@@ -189,13 +189,21 @@ class Api:
                                method, attempt, tries, type(e).__name__)
                 if attempt < tries:
                     await asyncio.sleep(0.05 * attempt)
-        raise ApiError(503, f"no model replica could answer after {tries} attempts (replicas restarting); "
-                            "retry shortly", headers={"Retry-After": "2"})
+        raise ApiError(503, f"no model replica could answer after {tries} attempt{'s' * (tries > 1)} "
+                            "(replicas restarting); retry shortly", headers={"Retry-After": "2"})
 
     async def _model_info(self) -> dict[str, Any]:
         if self.info is None:
             self.info = ModelInfo(**await self._call("model_info")).model_dump()
         return self.info
+
+    async def metrics_tag(self) -> str:
+        """The model id the Classifier tags batch sizes with (`student@<hash>[+int8]`), so request,
+        latency and batch metrics of one model share one `model` tag on the dashboard."""
+        try:
+            return (await self._model_info())["model"]
+        except ApiError:  # no replica answers yet: count the request under the dir name
+            return storage.split(self.s["model"])[1] + ("+int8" if self.s["quantize"] else "")
 
     @app.post("/v1/classify", response_model=ClassifyResponse, responses=_ERRORS,
               openapi_extra={"requestBody": {"required": True, "content": {

@@ -8,10 +8,11 @@ No `from __future__ import annotations` here: Serve pickles the decorated class 
 
 import json
 import logging
-from pathlib import Path
 from typing import Any
 
 from ray import serve
+
+from distillray import storage
 
 logger = logging.getLogger("ray.serve")
 
@@ -49,7 +50,8 @@ class Classifier:
         torch.set_num_threads(max(1, int(settings["cpus_per_replica"])))
         path = settings["model"]
         self.clf = load_for_inference(path, quantize=settings["quantize"], use_gpu=settings.get("use_gpu", False))
-        self.model_id = f"{Path(path).name}@{content_hash(path)[:12]}" + ("+int8" if settings["quantize"] else "")
+        # the dir's name (an s3:// URI's query string is not part of it) and its content hash
+        self.model_id = f"{storage.split(path)[1]}@{content_hash(path)[:12]}" + ("+int8" if settings["quantize"] else "")
         self.info = {"model": self.model_id, "path": str(path), "labels": self.clf.labels,
                      "params": self.clf.num_params, "max_length": self.clf.max_length,
                      "quantized": settings["quantize"], **provenance(path)}

@@ -4,7 +4,6 @@ case (4xx + JSON, and the server still answers), concurrency, and the Serve conf
 from __future__ import annotations
 
 import asyncio
-import json
 import os
 import signal
 import socket
@@ -86,27 +85,35 @@ def test_model_info_health_and_docs(server):
 
 
 def test_request_latency_and_batch_metrics_reach_the_prometheus_export(server):
-    """distillray_serve_{requests,latency_ms,batch_size}, read back from this node's metrics export."""
+    """distillray_serve_{requests,latency_ms,batch_size}, read back from this node's metrics export,
+    all under one `model` tag: the id /v1/model reports (so a dashboard can join them)."""
+    import re
     import urllib.request
 
     import ray
 
     for t in TEXTS:
         assert classify(server, {"text": t}).status_code == 200
+    assert classify(server, {"text": ""}).status_code == 422  # rejected requests count too
+    model_id = httpx.get(f"{server}/v1/model").json()["model"]
     node = next(n for n in ray.nodes() if n["Alive"])
     url = f"http://{node['NodeManagerAddress']}:{node['MetricsExportPort']}/metrics"
     want = ("ray_distillray_serve_requests", "ray_distillray_serve_latency_ms_bucket",
             "ray_distillray_serve_batch_size_bucket")  # a counter may carry a _total suffix
-    seen: set[str] = set()
+    lines: list[str] = []
     missing = list(want)
     deadline = time.time() + 90  # exported every 10 s by default
     while time.time() < deadline and missing:
         with urllib.request.urlopen(url, timeout=5) as r:
-            seen = {ln.split("{")[0].split(" ")[0] for ln in r.read().decode().splitlines()
-                    if ln.startswith("ray_distillray_serve")}
+            lines = [ln for ln in r.read().decode().splitlines() if ln.startswith("ray_distillray_serve")]
+        seen = {ln.split("{")[0].split(" ")[0] for ln in lines}
         missing = [w for w in want if not any(n.startswith(w) for n in seen)]
         time.sleep(2)
     assert not missing, f"missing from {url}: {missing} (seen: {sorted(seen)})"
+    tags = {name: {m for ln in lines if ln.startswith(name) for m in re.findall(r'model="([^"]*)"', ln)}
+            for name in want}
+    assert all(v == {model_id} for v in tags.values()), f"model tags differ from {model_id!r}: {tags}"
+    assert any('code="422"' in ln for ln in lines if ln.startswith(want[0]))
 
 
 BAD = [  # (name, request kwargs, status, words in the error)
@@ -162,6 +169,49 @@ def test_200_concurrent_requests_all_succeed(server):
 
     codes = asyncio.run(run())
     assert codes == [200] * 200
+
+
+def test_a_replica_lost_mid_request_gets_503_json_and_the_app_recovers(server, tiny_teacher):
+    """With serve.retries=0 and a 5 s batch wait, a request sits inside the Classifier replica;
+    killing that replica answers it 503 + Retry-After + JSON (not a 500, not a hang), and the app
+    answers again once Serve has replaced the replica."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    import ray
+    from ray import serve
+
+    from distillray.config import load_config
+    from serve.app import bind
+
+    serve.run(bind(load_config(None, [f"serve.model={tiny_teacher}", "serve.retries=0",
+                                      "serve.batch_wait_timeout_s=5", "serve.max_batch_size=16"])),
+              name="fragile", route_prefix="/fragile")
+    url = f"{server}/fragile"
+    try:
+        assert_still_serving(url)  # the Api now knows the model: the next call goes straight in
+        replica = next(a for a in ray.util.list_named_actors(all_namespaces=True)
+                       if a["name"].startswith("SERVE_REPLICA::fragile#Classifier#"))
+        with ThreadPoolExecutor(1) as pool:
+            pending = pool.submit(classify, url, {"text": TEXTS[0]})
+            time.sleep(2)  # inside the replica, waiting for its batch to fill
+            assert not pending.done()
+            ray.kill(ray.get_actor(replica["name"], namespace=replica["namespace"]), no_restart=True)
+            r = pending.result(timeout=30)
+        assert r.status_code == 503, r.text
+        assert r.headers["retry-after"] == "2"
+        body = r.json()
+        assert body["error"].startswith("no model replica could answer after 1 attempt ") and "retry" in body["error"], body
+        deadline = time.time() + 120
+        while time.time() < deadline:
+            r = classify(url, {"text": TEXTS[1]})
+            if r.status_code == 200:
+                break
+            assert r.status_code == 503, r.text  # while the replacement starts: still no 500
+            time.sleep(1)
+        assert r.status_code == 200, f"no answer {time.time() - deadline + 120:.0f} s after the kill: {r.text}"
+    finally:
+        serve.delete("fragile")
+    assert_still_serving(server)  # the other app never noticed
 
 
 def test_serve_config_file_is_valid_and_starts_the_app(tiny_teacher, tmp_path):
