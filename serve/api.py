@@ -159,8 +159,7 @@ async def _count_requests(request: Request, call_next):
     api = _replica_api()
     if isinstance(getattr(api, "metrics", None), _Metrics):
         route = request.url.path if response.status_code != 404 else "unknown"
-        api.metrics.request(await api.metrics_tag(), route, response.status_code,
-                            (time.perf_counter() - t0) * 1000)
+        api.count(route, response.status_code, (time.perf_counter() - t0) * 1000)
     return response
 
 
@@ -177,6 +176,7 @@ class Api:
         self.model = classifier  # DeploymentHandle to the Classifier deployment
         self.info: dict[str, Any] | None = None
         self.metrics = _Metrics()
+        self._pending: set[asyncio.Task] = set()  # metric records waiting for the model id
 
     async def _call(self, method: str, *args: Any) -> Any:
         """Call the Classifier; resend to another replica when the one that had the request died."""
@@ -197,13 +197,25 @@ class Api:
             self.info = ModelInfo(**await self._call("model_info")).model_dump()
         return self.info
 
-    async def metrics_tag(self) -> str:
-        """The model id the Classifier tags batch sizes with (`student@<hash>[+int8]`), so request,
-        latency and batch metrics of one model share one `model` tag on the dashboard."""
-        try:
-            return (await self._model_info())["model"]
-        except ApiError:  # no replica answers yet: count the request under the dir name
-            return storage.split(self.s["model"])[1] + ("+int8" if self.s["quantize"] else "")
+    def count(self, route: str, code: int, ms: float) -> None:
+        """Record one request under the model id the Classifier tags batch sizes with
+        (`student@<hash>[+int8]`), so request, latency and batch metrics of one model share one
+        `model` tag. Until the id is known (a 4xx before the first classify), it is fetched off
+        the response path: a restarting Classifier must not hold up an answer."""
+        if self.info is not None:
+            self.metrics.request(self.info["model"], route, code, ms)
+            return
+
+        async def when_known() -> None:
+            try:
+                model = (await self._model_info())["model"]
+            except ApiError:  # no replica answers: count it under the dir name
+                model = storage.split(self.s["model"])[1] + ("+int8" if self.s["quantize"] else "")
+            self.metrics.request(model, route, code, ms)
+
+        task = asyncio.get_running_loop().create_task(when_known())
+        self._pending.add(task)
+        task.add_done_callback(self._pending.discard)
 
     @app.post("/v1/classify", response_model=ClassifyResponse, responses=_ERRORS,
               openapi_extra={"requestBody": {"required": True, "content": {
