@@ -36,7 +36,6 @@ def online_vs_offline(teacher_dir: str, init_dir: str, shard_dir: str, manifest:
                train.zero_stage, one gloo rank in this process), as a one-worker run trains
     """
     import os
-    import socket
 
     import numpy as np
     import pyarrow.parquet as pq
@@ -55,12 +54,9 @@ def online_vs_offline(teacher_dir: str, init_dir: str, shard_dir: str, manifest:
     rng = np.random.default_rng(0)
     batches = [collate(rows, rng.choice(len(rows["label"]), train_cfg.batch_size, replace=False), 0)
                for _ in range(steps)]
-    if not dist.is_initialized():
-        with socket.socket() as sock:
-            sock.bind(("127.0.0.1", 0))
-            port = sock.getsockname()[1]
-        os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK="0", WORLD_SIZE="1", LOCAL_RANK="0")
-        dist.init_process_group("gloo", rank=0, world_size=1)
+    if not dist.is_initialized():  # one rank, an in-memory store: no port
+        os.environ.setdefault("LOCAL_RANK", "0")  # DeepSpeed asks for it
+        dist.init_process_group("gloo", store=dist.HashStore(), rank=0, world_size=1)
     one_worker = train_cfg.model_copy(update={"num_workers": 1, "grad_accum": 1})
     out = {}
     for how in ("lean", "engine"):

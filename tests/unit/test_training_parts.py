@@ -33,24 +33,16 @@ def test_ds_config_batch_math_and_cpu_precision():
 
 @pytest.fixture(scope="module")
 def gloo_rank0():
-    """A one-rank gloo process group in this process, for the lifetime of the module (DeepSpeed
-    caches its groups on first use: a second group in the same process would meet stale ones)."""
-    import os
-    import socket
-
+    """A one-rank gloo process group in this process (an in-memory store: no port), for the
+    lifetime of the module (DeepSpeed caches its groups on first use: a second group in the same
+    process would meet stale ones)."""
     import torch.distributed as dist
 
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    env = {"MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port), "RANK": "0", "WORLD_SIZE": "1", "LOCAL_RANK": "0"}
-    saved = {k: os.environ.get(k) for k in env}
-    os.environ.update(env)
-    dist.init_process_group("gloo", rank=0, world_size=1)
-    yield
-    dist.destroy_process_group()
-    for k, v in saved.items():
-        os.environ.pop(k) if v is None else os.environ.__setitem__(k, v)
+    with pytest.MonkeyPatch.context() as env:
+        env.setenv("LOCAL_RANK", "0")  # DeepSpeed asks for it
+        dist.init_process_group("gloo", store=dist.HashStore(), rank=0, world_size=1)
+        yield
+        dist.destroy_process_group()
 
 
 @pytest.mark.parametrize("zero_stage", [2, 3])
