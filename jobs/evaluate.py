@@ -1,7 +1,10 @@
 """Evaluate an exported model dir on a dev file: accuracy (macro-F1 for >2 classes), params,
 size on disk, latency at batch 1 and throughput at batch 64, as JSON.
 
-    python jobs/evaluate.py --model runs/demo/student --config sst2 [--int8]
+    python jobs/evaluate.py --model runs/demo/student --config sst2 [--int8] [--baseline runs/demo/teacher]
+
+With --baseline, both models (and the int8 one) are timed side by side, in alternation, and the
+output adds `retention` and `speedup` against the baseline.
 """
 
 from __future__ import annotations
@@ -13,7 +16,7 @@ from pathlib import Path
 from distillray import cli
 from distillray.data.text import LabelSet, load_split, resolve_source
 from distillray.errors import ConfigError
-from distillray.evaluation import evaluate_dir
+from distillray.evaluation import evaluate_dirs
 from distillray.models import model_config
 
 
@@ -23,21 +26,30 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--model", required=True, help="exported model dir (student or teacher)")
     p.add_argument("--int8", action="store_true", help="also evaluate int8 dynamic quantisation (CPU)")
     p.add_argument("--no-speed", action="store_true", help="accuracy only, skip latency/throughput")
+    p.add_argument("--baseline", default=None, help="a model dir to compare with (e.g. the teacher): adds "
+                                                     "retention and speedup, timed side by side")
     args, cfg = cli.parse(p, argv)
     if not cfg.data.dev:
         raise ConfigError("config error: data.dev is not set; fix: set data.dev=path/to/dev.tsv")
     mcfg = model_config(args.model)
+    if args.baseline:
+        model_config(args.baseline)  # a bad dir fails here, before the data is read
     names = [mcfg.id2label[i] for i in range(mcfg.num_labels)]
     raw = [str(v) for v in cfg.data.labels] if cfg.data.labels else names
     labels = LabelSet(raw=raw, names=names)
     dev, _ = load_split(resolve_source(cfg.data.dev, Path(cfg.run.output_dir), "dev"), cfg.data, labels,
                         cfg.data.dev_max_rows)
-    out = {"fp32": evaluate_dir(args.model, dev.texts, dev.labels, max_length=cfg.data.max_length,
-                                speed=not args.no_speed)}
-    if args.int8:
-        out["int8"] = evaluate_dir(args.model, dev.texts, dev.labels, max_length=cfg.data.max_length,
-                                   quantize=True, speed=not args.no_speed)
-    print(json.dumps(out if args.int8 else out["fp32"], indent=2))
+    models = {"fp32": args.model} | ({"int8": args.model} if args.int8 else {}) \
+        | ({"baseline": args.baseline} if args.baseline else {})
+    out = evaluate_dirs(models, dev.texts, dev.labels, names if args.baseline else None, quantized=("int8",),
+                        max_length=cfg.data.max_length, speed=not args.no_speed)
+    if args.baseline:
+        b = out["baseline"]
+        for name in [n for n in ("fp32", "int8") if n in out]:
+            out[name]["retention"] = out[name]["accuracy"] / b["accuracy"] if b["accuracy"] else None
+            if not args.no_speed:
+                out[name]["speedup"] = out[name]["throughput"] / b["throughput"]
+    print(json.dumps(out if len(out) > 1 else out["fp32"], indent=2))
     return 0
 
 

@@ -1,8 +1,9 @@
 """Accuracy, size and speed of an exported model dir, on the machine it runs on.
 
 Latency is the median over single-text requests (batch 1, what an interactive caller sees);
-throughput is examples/s at batch 64 over the dev set (what a batch job or a batching server
-sees). Both run with torch using every core of this machine.
+throughput is examples/s at batch 64 over dev texts (what a batch job or a batching server sees),
+the median of several rounds. Both run with torch using every core of this machine; models that
+are compared (teacher, student, int8 student) are timed in alternation, never one after the other.
 """
 
 from __future__ import annotations
@@ -36,56 +37,87 @@ def macro_f1(y_true: np.ndarray, y_pred: np.ndarray, num_labels: int) -> float:
     return float(np.mean(f1s))
 
 
-def measure_speed(clf: Classifier, texts: list[str], latency_samples: int = 100,
-                  throughput_batch: int = 64, min_seconds: float = 2.0) -> dict[str, float]:
-    """latency_ms (median, batch 1) and throughput (examples/s at batch 64)."""
-    sample = texts[:latency_samples]
-    clf.predict(sample[:4], batch_size=1)  # warm-up
-    lat = []
-    for t in sample:
+def measure_speed(clfs: dict[str, Classifier], texts: list[str], rounds: int = 5, round_texts: int = 256,
+                  latency_samples: int = 100, throughput_batch: int = 64, seed: int = 0) -> dict[str, dict[str, Any]]:
+    """latency_ms (median, batch 1) and throughput (examples/s at batch 64) of each model, measured
+    side by side so that they can be compared on a shared, noisy machine.
+
+    The models take turns: each latency sample times every model on the same text, and each of
+    `rounds` throughput rounds runs every model (in a rotated order) over the same `round_texts`
+    texts. A slow spell of the machine then hits all models alike instead of one model's only
+    window, and `throughput` is the median over rounds (all rounds are in `throughput_rounds`).
+    """
+    names = list(clfs)
+    rng = np.random.default_rng(seed)
+    for clf in clfs.values():  # warm-up: first calls pay one-off allocation costs
+        clf.predict(texts[:4], batch_size=1)
+        clf.predict(texts[:throughput_batch], batch_size=throughput_batch)
+    lat: dict[str, list[float]] = {n: [] for n in names}
+    for i, t in enumerate(texts[:latency_samples]):
+        for n in _rotated(names, i):
+            t0 = time.perf_counter()
+            clfs[n].predict([t], batch_size=1)
+            lat[n].append((time.perf_counter() - t0) * 1000)
+    thr: dict[str, list[float]] = {n: [] for n in names}
+    for r in range(rounds):
+        batch = texts if len(texts) <= round_texts else [texts[j] for j in rng.choice(len(texts), round_texts, replace=False)]
+        for n in _rotated(names, r):
+            t0 = time.perf_counter()
+            clfs[n].predict(batch, batch_size=throughput_batch)
+            thr[n].append(len(batch) / (time.perf_counter() - t0))
+    return {n: {"latency_ms": statistics.median(lat[n]), "latency_p95_ms": float(np.percentile(lat[n], 95)),
+                "throughput": statistics.median(thr[n]), "throughput_rounds": [round(x, 1) for x in thr[n]]}
+            for n in names}
+
+
+def _rotated(names: list[str], k: int) -> list[str]:
+    k %= len(names)
+    return names[k:] + names[:k]
+
+
+def evaluate_dirs(models: dict[str, str | Path], texts: list[str], labels: np.ndarray,
+                  label_names: list[str] | None = None, quantized: tuple[str, ...] = (),
+                  max_length: int | None = None, speed: bool = True, threads: int | None = None) -> dict[str, dict[str, Any]]:
+    """Everything the report and `jobs/evaluate.py` show about each model dir (`name -> dir`; the
+    names in `quantized` are loaded with int8 dynamic quantisation). Speeds are measured side by
+    side (`measure_speed`), so their ratios are fair."""
+    torch.set_num_threads(threads or len(os.sched_getaffinity(0)))
+    clfs, out = {}, {}
+    for name, model_dir in models.items():
+        quantize = name in quantized
+        clf = clfs[name] = load_for_inference(model_dir, max_length=max_length, quantize=quantize)
+        if label_names is not None and clf.labels != list(label_names):
+            from distillray.errors import ModelError
+
+            raise ModelError(f"{model_dir}: the model's labels {clf.labels} differ from the dataset's "
+                             f"{list(label_names)}; fix: evaluate it on the data it was trained for")
         t0 = time.perf_counter()
-        clf.predict([t], batch_size=1)
-        lat.append((time.perf_counter() - t0) * 1000)
-    clf.predict(texts[:throughput_batch], batch_size=throughput_batch)
-    done, t0 = 0, time.perf_counter()
-    while True:
-        clf.predict(texts, batch_size=throughput_batch)
-        done += len(texts)
-        if time.perf_counter() - t0 >= min_seconds:
-            break
-    return {"latency_ms": statistics.median(lat), "latency_p95_ms": float(np.percentile(lat, 95)),
-            "throughput": done / (time.perf_counter() - t0)}
+        pred = clf.predict(texts)
+        eval_s = time.perf_counter() - t0
+        out[name] = {
+            "model_dir": str(model_dir),
+            "quantized": quantize,
+            "accuracy": float(np.mean(pred == labels)),
+            "rows": len(texts),
+            "params": clf.num_params,
+            "size_bytes": dir_size_bytes(model_dir) if not quantize else _quantized_size(clf),
+            "layers": clf.model.config.num_hidden_layers,
+            "eval_seconds": eval_s,
+        }
+        if len(clf.labels) > 2:
+            out[name]["macro_f1"] = macro_f1(labels, pred, len(clf.labels))
+    if speed:
+        for name, measured in measure_speed(clfs, texts).items():
+            out[name].update(measured)
+    return out
 
 
 def evaluate_dir(model_dir: str | Path, texts: list[str], labels: np.ndarray, label_names: list[str] | None = None,
                  quantize: bool = False, max_length: int | None = None, speed: bool = True,
                  threads: int | None = None) -> dict[str, Any]:
-    """Everything the report and `jobs/evaluate.py` show about one model dir."""
-    torch.set_num_threads(threads or len(os.sched_getaffinity(0)))
-    clf = load_for_inference(model_dir, max_length=max_length, quantize=quantize)
-    if label_names is not None and clf.labels != list(label_names):
-        from distillray.errors import ModelError
-
-        raise ModelError(f"{model_dir}: the model's labels {clf.labels} differ from the dataset's "
-                         f"{list(label_names)}; fix: evaluate it on the data it was trained for")
-    t0 = time.perf_counter()
-    pred = clf.predict(texts)
-    eval_s = time.perf_counter() - t0
-    out: dict[str, Any] = {
-        "model_dir": str(model_dir),
-        "quantized": quantize,
-        "accuracy": float(np.mean(pred == labels)),
-        "rows": len(texts),
-        "params": clf.num_params,
-        "size_bytes": dir_size_bytes(model_dir) if not quantize else _quantized_size(clf),
-        "layers": clf.model.config.num_hidden_layers,
-        "eval_seconds": eval_s,
-    }
-    if len(clf.labels) > 2:
-        out["macro_f1"] = macro_f1(labels, pred, len(clf.labels))
-    if speed:
-        out.update(measure_speed(clf, texts))
-    return out
+    """`evaluate_dirs` for one model dir."""
+    return evaluate_dirs({"model": model_dir}, texts, labels, label_names, ("model",) if quantize else (),
+                         max_length, speed, threads)["model"]
 
 
 def _quantized_size(clf: Classifier) -> int:
