@@ -9,6 +9,8 @@ Three ways to start it (all bind 127.0.0.1:8000 unless told otherwise):
 
 from __future__ import annotations
 
+import logging
+import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -54,7 +56,12 @@ def build_app(args: dict[str, str] | None = None) -> Application:
     args = dict(args or {})
     preset = args.pop("config", None)
     overrides = [f"{k if '.' in k else 'serve.' + k}={v}" for k, v in args.items()]
-    return bind(load_config(preset, overrides))
+    cfg = load_config(preset, overrides)
+    if cfg.serve.high_throughput and os.environ.get("RAY_SERVE_ENABLE_HA_PROXY") != "1":
+        logging.getLogger("ray.serve").warning(
+            "serve.high_throughput=true has no effect under `serve run`, which started Ray already; "
+            "start it as RAY_SERVE_ENABLE_HA_PROXY=1 RAY_SERVE_THROUGHPUT_OPTIMIZED=1 serve run ...")
+    return bind(cfg)
 
 
 def bind(cfg: Config) -> Application:
