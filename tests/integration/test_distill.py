@@ -48,6 +48,11 @@ def test_distill_job_writes_a_complete_report(distilled):
     assert report["student"]["params"] < report["teacher"]["params"]
     assert report["retention"] == pytest.approx(report["student"]["accuracy"] / report["teacher"]["accuracy"])
     assert report["speedup"] == pytest.approx(report["student"]["throughput"] / report["teacher"]["throughput"])
+    # speeds timed side by side: one ratio per round, the student and teacher rounds paired
+    assert report["speedup_rounds"] == pytest.approx([s / t for s, t in zip(report["student"]["throughput_rounds"],
+                                                                             report["teacher"]["throughput_rounds"])])
+    assert len(report["speedup_rounds"]) == 5 and len(report["student_int8"]["throughput_rounds"]) == 5
+    assert "the speed-up per round ranged" in (out / "report.md").read_text()
     assert report["config"]["train"]["zero_stage"] == 2
     assert report["dataset"]["train_rows"] == 512 and report["dataset"]["dev_rows"] == 128
     assert {"finetune_teacher", "precompute", "distill", "evaluate"} <= set(report["timings"])
