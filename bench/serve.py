@@ -133,8 +133,8 @@ def main() -> int:
               ("errors (all servers)", sum(v["errors"] for v in results.values()), "0")]
     print()
     print(table(ratios, ("ratio", "value", "target")))
-    save(Path(args.output_dir), "serve-high-throughput" if args.high_throughput else "serve", {"results": results, "ratios": {r[0]: r[1] for r in ratios},
-                                          "args": vars(args), "machine": machine()})
+    save(Path(args.output_dir), "serve-high-throughput" if args.high_throughput else "serve",
+         {"results": results, "ratios": {r[0]: r[1] for r in ratios}, "args": vars(args), "machine": machine()})
     return 0
 
 
