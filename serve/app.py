@@ -58,9 +58,11 @@ def build_app(args: dict[str, str] | None = None) -> Application:
     overrides = [f"{k if '.' in k else 'serve.' + k}={v}" for k, v in args.items()]
     cfg = load_config(preset, overrides)
     if cfg.serve.high_throughput and os.environ.get("RAY_SERVE_ENABLE_HA_PROXY") != "1":
+        from distillray.ray_utils import SERVE_HIGH_THROUGHPUT_EXPORTS
+
         logging.getLogger("ray.serve").warning(
             "serve.high_throughput=true has no effect under `serve run`, which started Ray already; "
-            "start it as RAY_SERVE_ENABLE_HA_PROXY=1 RAY_SERVE_THROUGHPUT_OPTIMIZED=1 serve run ...")
+            "start it as %s serve run ...", SERVE_HIGH_THROUGHPUT_EXPORTS)
     return bind(cfg)
 
 

@@ -28,6 +28,7 @@ WORKER_ENV = {
 # Ray Serve's high-throughput mode (serve.high_throughput): read by every Serve process at import,
 # so it must be in the environment before Ray starts them.
 SERVE_HIGH_THROUGHPUT_ENV = {"RAY_SERVE_ENABLE_HA_PROXY": "1", "RAY_SERVE_THROUGHPUT_OPTIMIZED": "1"}
+SERVE_HIGH_THROUGHPUT_EXPORTS = " ".join(f"{k}={v}" for k, v in SERVE_HIGH_THROUGHPUT_ENV.items())
 
 
 def physical_cpus() -> int:
@@ -58,8 +59,7 @@ def init_ray(cfg: Config) -> None:
         logger.info("connecting to the Ray cluster at %s", address)
         if cfg.serve.high_throughput:
             logger.warning("serve.high_throughput on an existing cluster applies only if its nodes were started "
-                           "with %s in the environment (a running Serve keeps its mode)",
-                           " ".join(f"{k}={v}" for k, v in SERVE_HIGH_THROUGHPUT_ENV.items()))
+                           "with %s in the environment (a running Serve keeps its mode)", SERVE_HIGH_THROUGHPUT_EXPORTS)
         ray.init(address=address, logging_level=logging.WARNING, log_to_driver=True)
         return
     n = local_num_cpus(cfg)
