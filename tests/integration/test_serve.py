@@ -60,10 +60,13 @@ def assert_still_serving(url: str) -> None:
 
 def test_predictions_equal_an_in_process_forward(server, tiny_teacher):
     from distillray.inference import load_for_inference
+    from serve.schemas import ClassifyResponse
 
     r = classify(server, {"texts": TEXTS})
     assert r.status_code == 200, r.text
     body = r.json()
+    # the ingress returns its JSON without FastAPI's response_model pass: it must still match it
+    assert ClassifyResponse.model_validate(body).model_dump() == body
     assert body["model"].startswith("teacher@")
     ref = load_for_inference(tiny_teacher).predict_proba(TEXTS)
     labels = ["negative", "positive"]
