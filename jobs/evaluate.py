@@ -4,7 +4,8 @@ size on disk, latency at batch 1 and throughput at batch 64, as JSON.
     python jobs/evaluate.py --model runs/demo/student --config sst2 [--int8] [--baseline runs/demo/teacher]
 
 With --baseline, both models (and the int8 one) are timed side by side, in alternation, and the
-output adds `retention` and `speedup` against the baseline.
+output adds `retention` and `speedup` against the baseline, and `vs_baseline`: the dev examples
+only one of the two gets right and McNemar's exact p-value (is an accuracy gap beyond chance?).
 """
 
 from __future__ import annotations
@@ -42,7 +43,8 @@ def main(argv: list[str] | None = None) -> int:
     models = {"fp32": args.model} | ({"int8": args.model} if args.int8 else {}) \
         | ({"baseline": args.baseline} if args.baseline else {})
     out = evaluate_dirs(models, dev.texts, dev.labels, names if args.baseline else None, quantized=("int8",),
-                        max_length=cfg.data.max_length, speed=not args.no_speed)
+                        max_length=cfg.data.max_length, speed=not args.no_speed,
+                        compare_to="baseline" if args.baseline else None)
     if args.baseline:
         b = out["baseline"]
         for name in [n for n in ("fp32", "int8") if n in out]:

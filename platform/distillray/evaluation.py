@@ -8,6 +8,7 @@ are compared (teacher, student, int8 student) are timed in alternation, never on
 
 from __future__ import annotations
 
+import math
 import os
 import statistics
 import time
@@ -35,6 +36,17 @@ def macro_f1(y_true: np.ndarray, y_pred: np.ndarray, num_labels: int) -> float:
         fn = float(np.sum((y_pred != c) & (y_true == c)))
         f1s.append(0.0 if tp == 0 else 2 * tp / (2 * tp + fp + fn))
     return float(np.mean(f1s))
+
+
+def paired_comparison(pred: np.ndarray, baseline_pred: np.ndarray, labels: np.ndarray) -> dict[str, Any]:
+    """Is one model's accuracy above another's beyond chance, on the same examples? Counts the
+    examples only one of them gets right, and the exact two-sided McNemar p-value: the chance of a
+    split at least this uneven if each such example were a fair coin between the two models."""
+    a = int(np.sum((pred == labels) & (baseline_pred != labels)))
+    b = int(np.sum((pred != labels) & (baseline_pred == labels)))
+    n = a + b
+    p = min(1.0, 2 * sum(math.comb(n, k) for k in range(min(a, b) + 1)) / 2 ** n) if n else 1.0
+    return {"only_this_right": a, "only_baseline_right": b, "mcnemar_p": p}
 
 
 def measure_speed(clfs: dict[str, Classifier], texts: list[str], rounds: int = 5, round_texts: int = 256,
@@ -77,12 +89,14 @@ def _rotated(names: list[str], k: int) -> list[str]:
 
 def evaluate_dirs(models: dict[str, str | Path], texts: list[str], labels: np.ndarray,
                   label_names: list[str] | None = None, quantized: tuple[str, ...] = (),
-                  max_length: int | None = None, speed: bool = True, threads: int | None = None) -> dict[str, dict[str, Any]]:
+                  max_length: int | None = None, speed: bool = True, threads: int | None = None,
+                  compare_to: str | None = None) -> dict[str, dict[str, Any]]:
     """Everything the report and `jobs/evaluate.py` show about each model dir (`name -> dir`; the
     names in `quantized` are loaded with int8 dynamic quantisation). Speeds are measured side by
-    side (`measure_speed`), so their ratios are fair."""
+    side (`measure_speed`), so their ratios are fair. With `compare_to` (one of the names), every
+    other model gets `vs_<that name>`: `paired_comparison` of their predictions."""
     torch.set_num_threads(threads or len(os.sched_getaffinity(0)))
-    clfs, out = {}, {}
+    clfs, out, preds = {}, {}, {}
     for name, model_dir in models.items():
         quantize = name in quantized
         clf = clfs[name] = load_for_inference(model_dir, max_length=max_length, quantize=quantize)
@@ -92,7 +106,7 @@ def evaluate_dirs(models: dict[str, str | Path], texts: list[str], labels: np.nd
             raise ModelError(f"{model_dir}: the model's labels {clf.labels} differ from the dataset's "
                              f"{list(label_names)}; fix: evaluate it on the data it was trained for")
         t0 = time.perf_counter()
-        pred = clf.predict(texts)
+        pred = preds[name] = clf.predict(texts)
         eval_s = time.perf_counter() - t0
         out[name] = {
             "model_dir": str(model_dir),
@@ -106,6 +120,9 @@ def evaluate_dirs(models: dict[str, str | Path], texts: list[str], labels: np.nd
         }
         if len(clf.labels) > 2:
             out[name]["macro_f1"] = macro_f1(labels, pred, len(clf.labels))
+    if compare_to is not None:
+        for name in [n for n in models if n != compare_to]:
+            out[name][f"vs_{compare_to}"] = paired_comparison(preds[name], preds[compare_to], labels)
     if speed:
         for name, measured in measure_speed(clfs, texts).items():
             out[name].update(measured)

@@ -12,7 +12,7 @@ import pytest
 
 from conftest import REPO
 from distillray.errors import ModelError
-from distillray.evaluation import _rotated, evaluate_dirs
+from distillray.evaluation import _rotated, evaluate_dirs, paired_comparison
 from tiny import make_tiny_bert
 
 sys.path.insert(0, str(REPO / "jobs"))
@@ -58,6 +58,17 @@ def _predict(model_dir, quantize):
     return load_for_inference(model_dir, max_length=64, quantize=quantize).predict(TEXTS)
 
 
+@pytest.mark.parametrize("only_a, only_b, p", [(3, 0, 0.25), (5, 1, 2 * (1 + 6) / 64), (2, 2, 1.0), (0, 0, 1.0),
+                                                (1, 5, 2 * (1 + 6) / 64)])
+def test_paired_comparison_counts_and_exact_mcnemar_p(only_a, only_b, p):
+    # 4 examples both get right, 2 both get wrong, then the discordant ones
+    labels = np.array([1] * 6 + [1] * (only_a + only_b))
+    a = np.array([1, 1, 1, 1, 0, 0] + [1] * only_a + [0] * only_b)
+    b = np.array([1, 1, 1, 1, 0, 0] + [0] * only_a + [1] * only_b)
+    assert paired_comparison(a, b, labels) == {"only_this_right": only_a, "only_baseline_right": only_b,
+                                                "mcnemar_p": pytest.approx(p)}
+
+
 def test_label_mismatch_is_refused(pair, tmp_path):
     other = make_tiny_bert(tmp_path / "other", label_names=["bad", "good"])
     with pytest.raises(ModelError, match="differ from the dataset's"):
@@ -76,6 +87,10 @@ def test_evaluate_job_with_baseline(pair, tmp_path, capsys):
     for name in ("fp32", "int8"):
         assert out[name]["speedup"] == pytest.approx(out[name]["throughput"] / b["throughput"])
         assert out[name]["retention"] == pytest.approx(out[name]["accuracy"] / b["accuracy"])
+        vs = out[name]["vs_baseline"]  # the paired counts are the accuracy gap, example by example
+        assert vs["only_this_right"] - vs["only_baseline_right"] == round((out[name]["accuracy"] - b["accuracy"]) * 80)
+        assert 0 < vs["mcnemar_p"] <= 1
+    assert "vs_baseline" not in b
 
 
 def test_evaluate_job_bad_baseline(pair, tmp_path, capsys):
