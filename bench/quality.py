@@ -34,6 +34,8 @@ def online_vs_offline(teacher_dir: str, init_dir: str, shard_dir: str, manifest:
                the platform's DeepSpeed config builds)
       engine = through the platform's own DeepSpeed engine (`build_ds_config` + `setup_engine`,
                train.zero_stage, one gloo rank in this process), as a one-worker run trains
+      engine0 = the same engine with train.zero_stage=0: on one rank ZeRO has nothing to partition,
+               and this row shows what its per-step bookkeeping costs
     """
     import os
 
@@ -59,14 +61,15 @@ def online_vs_offline(teacher_dir: str, init_dir: str, shard_dir: str, manifest:
         dist.init_process_group("gloo", store=dist.HashStore(), rank=0, world_size=1)
     one_worker = train_cfg.model_copy(update={"num_workers": 1, "grad_accum": 1})
     out = {}
-    for how in ("lean", "engine"):
+    for how in ("lean", "engine", "engine0"):
         for mode in ("offline", "online"):
             torch.manual_seed(0)
             student = load_classifier(init_dir).train()
             teacher = load_classifier(teacher_dir).eval() if mode == "online" else None
-            if how == "engine":
+            if how.startswith("engine"):
+                train = one_worker.model_copy(update={"zero_stage": 0}) if how == "engine0" else one_worker
                 engine = setup_engine(student, param_groups(student, 0.01),
-                                      build_ds_config(one_worker, 1, steps, on_gpu=False))
+                                      build_ds_config(train, 1, steps, on_gpu=False))
                 model, backward, step = engine, engine.backward, engine.step
             else:
                 opt = torch.optim.AdamW(param_groups(student, 0.01), lr=1e-4, fused=True)
@@ -117,7 +120,7 @@ def main() -> int:
 
     from distillray import cli, pipeline
     from distillray.config import load_config
-    from distillray.evaluation import evaluate_dir
+    from distillray.evaluation import evaluate_dirs
     from distillray.losses import LossWeights
     from distillray.ray_utils import ray_session
 
@@ -164,8 +167,12 @@ def main() -> int:
                 task.timings["hard_label_student"] = hard_task.timings["distill"]
     with cpu_lock(args.lock):
         report = pipeline.finish(task, tfit, sfit, shards)
-        hard = evaluate_dir(hard_dir, task.dev.texts, task.dev.labels, task.labels.names,
-                            max_length=cfg.data.max_length, speed=False) if hard_dir.exists() else {"accuracy": float("nan")}
+        # accuracy of both on the same dev rows, and the rows only one of them gets right
+        hard = evaluate_dirs({"student": out / "student", "hard": hard_dir}, task.dev.texts, task.dev.labels,
+                             task.labels.names, max_length=cfg.data.max_length, speed=False,
+                             compare_to="hard") if hard_dir.exists() else {}
+        paired = hard.get("student", {}).get("vs_hard", {})
+        hard = hard.get("hard", {"accuracy": float("nan")})
         w = LossWeights(temperature=cfg.distill.temperature, alpha_kd=cfg.distill.alpha_kd,
                         alpha_ce=cfg.distill.alpha_ce)
         online = online_vs_offline(teacher_dir, init_dir, shards.shard_dir, manifest, args.online_steps,
@@ -177,6 +184,10 @@ def main() -> int:
         ("student dev accuracy", s["accuracy"], "", ""),
         ("hard-label student dev accuracy", hard["accuracy"], "< student",
          "yes" if s["accuracy"] > hard["accuracy"] else "MISS"),
+        ("dev rows only the distilled student gets right", paired.get("only_this_right", ""), "", ""),
+        ("dev rows only the hard-label student gets right", paired.get("only_baseline_right", ""), "", ""),
+        ("McNemar exact p (distilled vs hard-label)", paired.get("mcnemar_p", ""), "< 0.05: beyond noise",
+         "yes" if paired.get("mcnemar_p", 1.0) < 0.05 else "no"),
         ("retention (student / teacher)", report["retention"], ">= 0.97", "yes" if report["retention"] >= 0.97 else "MISS"),
         ("speedup (throughput, batch 64)", report["speedup"], ">= 1.8", "yes" if report["speedup"] >= 1.8 else "MISS"),
         *[(f"speedup, {which} of {len(per_round)} alternating rounds", f(per_round), "", "")
@@ -187,7 +198,8 @@ def main() -> int:
         ("int8 student accuracy", q.get("accuracy", float("nan")), "", ""),
         ("int8 student throughput ex/s", q.get("throughput", float("nan")), "", ""),
         *[row for how, what in (("lean", "student step, fused AdamW"),
-                                ("engine", f"DeepSpeed ZeRO-{cfg.train.zero_stage} engine, 1 rank"))
+                                ("engine", f"DeepSpeed ZeRO-{cfg.train.zero_stage} engine, 1 rank"),
+                                ("engine0", "DeepSpeed engine, ZeRO off, 1 rank"))
           for row in ((f"offline s/step ({what})", online[f"{how}_offline_s_per_step"], "", ""),
                       (f"online s/step ({what})", online[f"{how}_online_s_per_step"], "", ""),
                       (f"online / offline ({what})", online[f"{how}_online_over_offline"], ">= 1.5",
@@ -199,8 +211,8 @@ def main() -> int:
     print(f"teacher fine-tuned on {args.teacher_rows} seeded rows x {args.teacher_epochs} epochs; student on "
           f"{report['dataset']['train_rows']} rows x {args.student_epochs} epochs; dev {report['dataset']['dev_rows']} rows\n")
     print(table(rows, ("measure", "value", "target", "met")))
-    save(out, "quality", {"report": report, "hard_label_student": hard, "online": online,
-                          "args": vars(args), "machine": machine(), "timings": task.timings})
+    save(out, "quality", {"report": report, "hard_label_student": hard, "distilled_vs_hard": paired,
+                          "online": online, "args": vars(args), "machine": machine(), "timings": task.timings})
     return 0
 
 
