@@ -168,11 +168,11 @@ def main() -> int:
     with cpu_lock(args.lock):
         report = pipeline.finish(task, tfit, sfit, shards)
         # accuracy of both on the same dev rows, and the rows only one of them gets right
-        hard = evaluate_dirs({"student": out / "student", "hard": hard_dir}, task.dev.texts, task.dev.labels,
+        both = evaluate_dirs({"student": out / "student", "hard": hard_dir}, task.dev.texts, task.dev.labels,
                              task.labels.names, max_length=cfg.data.max_length, speed=False,
                              compare_to="hard") if hard_dir.exists() else {}
-        paired = hard.get("student", {}).get("vs_hard", {})
-        hard = hard.get("hard", {"accuracy": float("nan")})
+        paired = both.get("student", {}).get("vs_hard", {})
+        hard = both.get("hard", {"accuracy": float("nan")})
         w = LossWeights(temperature=cfg.distill.temperature, alpha_kd=cfg.distill.alpha_kd,
                         alpha_ce=cfg.distill.alpha_ce)
         online = online_vs_offline(teacher_dir, init_dir, shards.shard_dir, manifest, args.online_steps,
