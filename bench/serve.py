@@ -107,6 +107,7 @@ def main() -> int:
     from ray import serve
 
     from distillray.config import load_config
+    from distillray.evaluation import rotated
     from distillray.ray_utils import init_ray
     from serve.app import bind
 
@@ -129,7 +130,7 @@ def main() -> int:
                                          "serve.max_ongoing_requests=64", *extra])
                 serve.run(bind(cfg), name=f"bench-{name[0]}", route_prefix=f"/{name[0]}")
             for r in range(args.rounds):
-                for name, _, _ in cases[r % 4:] + cases[:r % 4]:
+                for name, _, _ in rotated(cases, r):
                     got = asyncio.run(load(f"http://127.0.0.1:{port}/{name[0]}/v1/classify", texts,
                                            args.requests // args.rounds, args.concurrency))
                     per_round[name].append(got)

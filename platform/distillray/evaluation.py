@@ -66,14 +66,14 @@ def measure_speed(clfs: dict[str, Classifier], texts: list[str], rounds: int = 5
         clf.predict(texts[:throughput_batch], batch_size=throughput_batch)
     lat: dict[str, list[float]] = {n: [] for n in names}
     for i, t in enumerate(texts[:latency_samples]):
-        for n in _rotated(names, i):
+        for n in rotated(names, i):
             t0 = time.perf_counter()
             clfs[n].predict([t], batch_size=1)
             lat[n].append((time.perf_counter() - t0) * 1000)
     thr: dict[str, list[float]] = {n: [] for n in names}
     for r in range(rounds):
         batch = texts if len(texts) <= round_texts else [texts[j] for j in rng.choice(len(texts), round_texts, replace=False)]
-        for n in _rotated(names, r):
+        for n in rotated(names, r):
             t0 = time.perf_counter()
             clfs[n].predict(batch, batch_size=throughput_batch)
             thr[n].append(len(batch) / (time.perf_counter() - t0))
@@ -82,7 +82,8 @@ def measure_speed(clfs: dict[str, Classifier], texts: list[str], rounds: int = 5
             for n in names}
 
 
-def _rotated(names: list[str], k: int) -> list[str]:
+def rotated(names: list, k: int) -> list:
+    """`names` started at position k (mod its length): over len(names) turns, every item takes every place."""
     k %= len(names)
     return names[k:] + names[:k]
 

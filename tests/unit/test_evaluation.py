@@ -12,7 +12,7 @@ import pytest
 
 from conftest import REPO
 from distillray.errors import ModelError
-from distillray.evaluation import _rotated, evaluate_dirs, paired_comparison
+from distillray.evaluation import rotated, evaluate_dirs, paired_comparison
 from tiny import make_tiny_bert
 
 sys.path.insert(0, str(REPO / "jobs"))
@@ -31,7 +31,7 @@ def pair(tmp_path_factory):
 
 def test_rotation_gives_every_model_every_position():
     names = ["teacher", "student", "student_int8"]
-    orders = [_rotated(names, k) for k in range(3)]
+    orders = [rotated(names, k) for k in range(3)]
     assert orders == [names, ["student", "student_int8", "teacher"], ["student_int8", "teacher", "student"]]
     for pos in range(3):
         assert {o[pos] for o in orders} == set(names)
