@@ -49,7 +49,7 @@ def online_vs_offline(teacher_dir: str, init_dir: str, shard_dir: str, manifest:
     from distillray.distributed.engine import build_ds_config, setup_engine
     from distillray.losses import distill_loss
     from distillray.models import load_classifier
-    from distillray.training.loop import param_groups
+    from distillray.training.loop import param_groups, setup_model
 
     table_ = pq.read_table(shard_paths(shard_dir, manifest)[0])
     rows = {c: table_.column(c).to_pylist() for c in ("input_ids", "label", "teacher_logits")}
@@ -64,7 +64,7 @@ def online_vs_offline(teacher_dir: str, init_dir: str, shard_dir: str, manifest:
     for how in ("lean", "engine", "engine0"):
         for mode in ("offline", "online"):
             torch.manual_seed(0)
-            student = load_classifier(init_dir).train()
+            student = setup_model(init_dir, train_cfg.freeze_embeddings)  # as the train loop builds it
             teacher = load_classifier(teacher_dir).eval() if mode == "online" else None
             if how.startswith("engine"):
                 train = one_worker.model_copy(update={"zero_stage": 0}) if how == "engine0" else one_worker

@@ -192,7 +192,7 @@ def effective_train(cfg: Config, stage: str) -> TrainConfig:
         return cfg.train
     f = cfg.finetune
     return cfg.train.model_copy(update={"epochs": f.epochs, "max_steps": f.max_steps,
-                                        "batch_size": f.batch_size, "lr": f.lr})
+                                        "batch_size": f.batch_size, "lr": f.lr, "freeze_embeddings": False})
 
 
 def teacher_init_dir(task: Task) -> tuple[str, bool]:

@@ -90,3 +90,34 @@ def test_bucketed_batches_cover_every_row_once_and_pad_tightly():
     assert real / total > 0.7  # length bucketing keeps padding low
     for b in batches:
         assert torch.equal(b["attention_mask"].sum(1), (b["input_ids"] != 0).sum(1))
+
+
+@pytest.mark.parametrize("zero_stage", [2, 3])
+def test_frozen_word_embeddings_stay_put_while_the_rest_trains(tiny_teacher, gloo_rank0, zero_stage):
+    """train.freeze_embeddings through the real engine: the optimizer holds no state for the word
+    embeddings, they come out bit-identical, and the other weights still move."""
+    import deepspeed
+
+    from distillray.distributed.engine import setup_engine
+    from distillray.training.loop import setup_model
+
+    torch.manual_seed(0)
+    model = setup_model(str(tiny_teacher), freeze_embeddings=True)
+    emb = model.get_input_embeddings().weight
+    before = {n: p.detach().clone() for n, p in model.named_parameters()}
+    groups = param_groups(model, 0.01)
+    assert not emb.requires_grad and all(p is not emb for g in groups for p in g["params"])
+    t = TrainConfig(batch_size=4, num_workers=1, zero_stage=zero_stage, lr=5e-3, freeze_embeddings=True)
+    engine = setup_engine(model, groups, build_ds_config(t, 1, 10, on_gpu=False))
+    ids = torch.randint(5, 100, (4, 8))
+    for _ in range(3):
+        out = engine(input_ids=ids, attention_mask=torch.ones_like(ids), labels=torch.tensor([0, 1, 0, 1]))
+        engine.backward(out.loss)
+        engine.step()
+    params = list(engine.module.named_parameters())
+    with deepspeed.zero.GatheredParameters([p for _, p in params], enabled=zero_stage == 3):
+        after = {n: p.detach().clone() for n, p in params}
+    emb_name = next(n for n in before if n.endswith("word_embeddings.weight"))
+    assert torch.equal(after[emb_name], before[emb_name])
+    moved = [n for n in before if n != emb_name and not torch.equal(after[n], before[n])]
+    assert any("classifier" in n for n in moved) and any("layer.0." in n for n in moved), moved

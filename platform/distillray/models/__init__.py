@@ -11,12 +11,13 @@ from distillray.models.hf import (
     save_model_dir,
     tokenizer_hash,
 )
-from distillray.models.student import build_student, default_layers, layer_map
+from distillray.models.student import build_student, default_layers, freeze_word_embeddings, layer_map
 
 __all__ = [
     "build_student",
     "content_hash",
     "default_layers",
+    "freeze_word_embeddings",
     "is_finetuned_for",
     "layer_map",
     "load_classifier",

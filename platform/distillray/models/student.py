@@ -78,3 +78,12 @@ def build_student(teacher: PreTrainedModel, layers: list[int] | None = None) -> 
     with torch.no_grad():
         student.load_state_dict(new_state, strict=True)
     return student
+
+
+def freeze_word_embeddings(model: PreTrainedModel) -> int:
+    """Stop training the word-embedding matrix (vocab x hidden, the teacher's copy in a student):
+    no gradient, so no optimizer state and no clipping or ZeRO bookkeeping for it. Position and
+    token-type embeddings still train. Returns the number of parameters frozen."""
+    weight = model.get_input_embeddings().weight
+    weight.requires_grad_(False)
+    return weight.numel()

@@ -98,10 +98,12 @@ def param_groups(model: torch.nn.Module, weight_decay: float) -> list[dict[str, 
             {"params": no_decay, "weight_decay": 0.0}]
 
 
-def setup_model(model_init: str) -> torch.nn.Module:
-    from distillray.models import load_classifier
+def setup_model(model_init: str, freeze_embeddings: bool = False) -> torch.nn.Module:
+    from distillray.models import freeze_word_embeddings, load_classifier
 
     model = load_classifier(model_init)
+    if freeze_embeddings:
+        freeze_word_embeddings(model)
     model.train()
     return model
 
@@ -172,7 +174,7 @@ def train_loop_per_worker(spec_dict: dict[str, Any]) -> dict[str, Any] | None:
     torch.manual_seed(tcfg.seed)
     log = rt.rank0_logger(wc.rank)
 
-    model = setup_model(spec.model_init)
+    model = setup_model(spec.model_init, tcfg.freeze_embeddings)
     pad_id = model.config.pad_token_id or 0
     n_steps = total_steps(spec.train_rows, tcfg)
     per_epoch = steps_per_epoch(spec.train_rows, tcfg)
