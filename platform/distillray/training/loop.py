@@ -103,7 +103,8 @@ def setup_model(model_init: str, freeze_embeddings: bool = False) -> torch.nn.Mo
 
     model = load_classifier(model_init)
     if freeze_embeddings:
-        freeze_word_embeddings(model)
+        logger.info("train.freeze_embeddings: the word embeddings (%d parameters) stay as loaded",
+                    freeze_word_embeddings(model))
     model.train()
     return model
 
