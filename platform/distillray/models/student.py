@@ -80,10 +80,8 @@ def build_student(teacher: PreTrainedModel, layers: list[int] | None = None) -> 
     return student
 
 
-def freeze_word_embeddings(model: PreTrainedModel) -> int:
+def freeze_word_embeddings(model: PreTrainedModel) -> None:
     """Stop training the word-embedding matrix (vocab x hidden, the teacher's copy in a student):
     no gradient, so no optimizer state and no clipping or ZeRO bookkeeping for it. Position and
-    token-type embeddings still train. Returns the number of parameters frozen."""
-    weight = model.get_input_embeddings().weight
-    weight.requires_grad_(False)
-    return weight.numel()
+    token-type embeddings still train."""
+    model.get_input_embeddings().weight.requires_grad_(False)

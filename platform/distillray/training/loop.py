@@ -103,8 +103,7 @@ def setup_model(model_init: str, freeze_embeddings: bool = False) -> torch.nn.Mo
 
     model = load_classifier(model_init)
     if freeze_embeddings:
-        logger.info("train.freeze_embeddings: the word embeddings (%d parameters) stay as loaded",
-                    freeze_word_embeddings(model))
+        freeze_word_embeddings(model)
     model.train()
     return model
 
@@ -176,6 +175,9 @@ def train_loop_per_worker(spec_dict: dict[str, Any]) -> dict[str, Any] | None:
     log = rt.rank0_logger(wc.rank)
 
     model = setup_model(spec.model_init, tcfg.freeze_embeddings)
+    if tcfg.freeze_embeddings:
+        log.info("%s: train.freeze_embeddings: %d parameters stay as loaded", spec.stage,
+                 sum(p.numel() for p in model.parameters() if not p.requires_grad))
     pad_id = model.config.pad_token_id or 0
     n_steps = total_steps(spec.train_rows, tcfg)
     per_epoch = steps_per_epoch(spec.train_rows, tcfg)
