@@ -133,7 +133,7 @@ class TrainConfig(_Section):
     weight_decay: float = Field(default=0.01, ge=0, le=1)
     """AdamW weight decay on weight matrices (not biases or LayerNorm)."""
     warmup_ratio: float = Field(default=0.1, ge=0, lt=1)
-    """Fraction of the steps spent warming the learning rate up."""
+    """Fraction of the steps spent warming the learning rate up (at least one step: DeepSpeed's schedule needs one)."""
     max_grad_norm: float = Field(default=1.0, ge=0)
     """Gradient clipping norm; 0: no clipping."""
     freeze_embeddings: bool = False

@@ -31,6 +31,16 @@ def test_ds_config_batch_math_and_cpu_precision():
     assert c["gradient_clipping"] == 1.0
 
 
+
+@pytest.mark.parametrize("ratio,steps", [(0.1, 4), (0.0, 100)])
+def test_ds_config_warms_up_at_least_one_step(ratio, steps):
+    """4 steps x 0.1 rounds to 0 warm-up steps, which DeepSpeed's WarmupDecayLR rejects inside
+    every worker; warmup_ratio=0 likewise."""
+    c = build_ds_config(TrainConfig(warmup_ratio=ratio), world_size=1, total_steps=steps, on_gpu=False)
+    assert c["scheduler"]["params"]["warmup_num_steps"] == 1
+    assert c["scheduler"]["params"]["total_num_steps"] == max(steps, 2)
+
+
 @pytest.fixture(scope="module")
 def gloo_rank0():
     """A one-rank gloo process group in this process (an in-memory store: no port), for the

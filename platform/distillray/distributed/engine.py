@@ -34,7 +34,8 @@ def build_ds_config(train: TrainConfig, world_size: int, total_steps: int, on_gp
     """The DeepSpeed config dict for one run. `train.batch_size` is the global batch."""
     micro = train.batch_size // (world_size * train.grad_accum)
     precision = resolve_precision(train, on_gpu)
-    warmup = int(round(train.warmup_ratio * total_steps))
+    # DeepSpeed's WarmupDecayLR refuses 0 warm-up steps (a short run, or warmup_ratio=0): one step at least
+    warmup = max(1, int(round(train.warmup_ratio * total_steps)))
     zero: dict[str, Any] = {"stage": train.zero_stage}
     if train.zero_stage >= 2:
         zero.update(overlap_comm=on_gpu, contiguous_gradients=True, reduce_scatter=True)
