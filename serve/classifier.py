@@ -61,7 +61,7 @@ class Classifier:
         self.batch_size = Histogram("distillray_serve_batch_size", "texts per forward pass",
                                     boundaries=[1, 2, 4, 8, 16, 32, 64, 128, 256], tag_keys=("model",))
         self.classify_batch.set_max_batch_size(settings["max_batch_size"])
-        self.classify_batch.set_batch_wait_timeout_s(settings["batch_wait_timeout_s"])
+        self.classify_batch.set_batch_wait_timeout_s(settings["model_batch_wait_timeout_s"])
         self.clf.predict(["warm up"])  # first call pays one-off costs, not the first client
         logger.info("serving %s (%d params, labels %s)", self.model_id, self.clf.num_params, self.clf.labels)
 
@@ -72,9 +72,16 @@ class Classifier:
         """Probabilities per label for each text (batched with other concurrent calls)."""
         return await self.classify_batch(texts)
 
-    @serve.batch(max_batch_size=32, batch_wait_timeout_s=0.005)
+    @serve.batch(max_batch_size=32, batch_wait_timeout_s=0.0)
     async def classify_batch(self, requests: list) -> list:
-        """One forward pass over every text of every request that arrived together."""
+        """One forward pass over every text of every call queued when the model is free.
+
+        By default no wait for the batch to fill (serve.model_batch_wait_timeout_s=0): the `Api`
+        already waited serve.batch_wait_timeout_s to gather requests into each call, and while a
+        forward pass runs, new calls queue and form the next batch. With a 5 ms wait here too, the
+        gap between two forward passes had a median of ~24 ms and the student's replica sat idle
+        18% of the time under 32 clients (10% for the teacher); with none, 6-14 ms and 4-11%.
+        """
         flat = [t for texts in requests for t in texts]
         self.batch_size.observe(len(flat), tags={"model": self.model_id})
         # On the replica's event loop, not a worker thread: while a forward pass runs, new requests
