@@ -108,7 +108,7 @@ def main() -> int:
 
     from distillray.config import load_config
     from distillray.evaluation import rotated
-    from distillray.ray_utils import init_ray
+    from distillray.ray_utils import init_ray, local_haproxy_configs, stop_haproxy
     from serve.app import bind
 
     cases = [("a student, batched", args.student, [f"serve.max_batch_size={args.max_batch_size}"]),
@@ -123,12 +123,14 @@ def main() -> int:
         init_ray(load_config(None, [f"serve.high_throughput={str(args.high_throughput).lower()}",
                                     f"run.num_cpus={4 * args.cpus_per_replica + 2}"]))
         port = free_port()
+        haproxies: set[str] = set()
         serve.start(http_options={"host": "127.0.0.1", "port": port, "request_timeout_s": 60})
         try:
             for name, model, extra in cases:
                 cfg = load_config(None, [f"serve.model={model}", f"serve.cpus_per_replica={args.cpus_per_replica}",
                                          "serve.max_ongoing_requests=64", *extra])
                 serve.run(bind(cfg), name=f"bench-{name[0]}", route_prefix=f"/{name[0]}")
+            haproxies = local_haproxy_configs()
             for r in range(args.rounds):
                 for name, _, _ in rotated(cases, r):
                     got = asyncio.run(load(f"http://127.0.0.1:{port}/{name[0]}/v1/classify", texts,
@@ -139,6 +141,7 @@ def main() -> int:
         finally:
             serve.shutdown()
             ray.shutdown()
+            stop_haproxy(haproxies)
     results = {name: summary(rounds) for name, rounds in per_round.items()}
     a, b, c, d = (results[k[0]] for k in cases)
     rows = [(k, v["req_per_s"], v["p50_ms"], v["p95_ms"], v["p99_ms"], v["errors"]) for k, v in results.items()]

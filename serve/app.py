@@ -93,7 +93,7 @@ def main(argv: list[str] | None = None) -> int:
     from ray import serve
 
     from distillray import cli
-    from distillray.ray_utils import init_ray
+    from distillray.ray_utils import init_ray, local_haproxy_configs, stop_haproxy
 
     p = cli.parser("Serve an exported model dir over HTTP with Ray Serve.")
     p.add_argument("--model", default=None, help="exported model dir (student or teacher); same as serve.model=")
@@ -104,13 +104,17 @@ def main(argv: list[str] | None = None) -> int:
     init_ray(cfg)
     serve.start(http_options={"host": cfg.serve.host, "port": cfg.serve.port, "request_timeout_s": 30})
     serve.run(app, name=APP_NAME, route_prefix="/")
+    haproxies = local_haproxy_configs()  # high-throughput mode: stopped below if Serve leaves them
     url = f"http://{cfg.serve.host}:{cfg.serve.port}"
     print(f"serving {cfg.serve.model} at {url}/v1/classify (docs: {url}/docs); Ctrl-C stops", flush=True)
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())
     stop.wait()
-    serve.shutdown()
+    try:
+        serve.shutdown()
+    finally:
+        stop_haproxy(haproxies)
     return 0
 
 

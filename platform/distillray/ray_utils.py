@@ -88,6 +88,46 @@ def check_haproxy() -> None:
                           "RAY_SERVE_HAPROXY_BINARY_PATH, or serve.high_throughput=false")
 
 
+def local_haproxy_configs() -> set[str]:
+    """Config files of the HAProxy processes under this process: those of the local Ray it started,
+    in Serve's high-throughput mode. (The path names the Ray node, so it is this session's.)"""
+    import psutil
+
+    configs = set()
+    for p in psutil.Process().children(recursive=True):
+        with contextlib.suppress(psutil.Error):
+            cmd = p.cmdline()
+            if cmd and os.path.basename(cmd[0]) == "haproxy" and "-f" in cmd[:-1]:
+                configs.add(cmd[cmd.index("-f") + 1])
+    return configs
+
+
+def stop_haproxy(configs: set[str], timeout_s: float = 5.0) -> int:
+    """Stop every HAProxy process still running one of these config files; returns how many.
+
+    Serve starts HAProxy in a process group of its own. When Ray's processes end before Serve has
+    stopped it (a shutdown cut short, a SIGKILL, Ctrl-C reaching the whole group), HAProxy outlives
+    them and keeps its ports (the app's, stats 8404, Prometheus 9101): the next high-throughput
+    start on the machine then fails with "cannot bind socket"."""
+    import psutil
+
+    procs = []
+    for p in psutil.process_iter(["name", "cmdline"]):
+        cmd = p.info["cmdline"] or []
+        if p.info["name"] == "haproxy" and any(c in cmd for c in configs):
+            procs.append(p)
+    for p in procs:
+        with contextlib.suppress(psutil.Error):
+            p.terminate()
+    _, alive = psutil.wait_procs(procs, timeout=timeout_s)
+    for p in alive:
+        with contextlib.suppress(psutil.Error):
+            p.kill()
+    if procs:
+        logger.warning("stopped %d HAProxy process(es) that Serve left running", len(procs))
+    return len(procs)
+
+
 def compute_cpus() -> float:
     """CPUs that can do heavy compute: the real cores of a local instance (its extra logical
     CPUs are headroom for small tasks), or the cluster's CPUs."""

@@ -244,7 +244,7 @@ def answering(cmd: list[str], port: int):
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGTERM)
         try:
-            out, _ = proc.communicate(timeout=60)
+            out, _ = proc.communicate(timeout=120)  # Serve drains high-throughput replicas for 30 s
         except subprocess.TimeoutExpired:
             os.killpg(proc.pid, signal.SIGKILL)
             out, _ = proc.communicate()
@@ -270,7 +270,8 @@ def test_serve_config_file_is_valid_and_starts_the_app(tiny_teacher, tmp_path):
 def test_high_throughput_mode_answers_through_haproxy(tiny_teacher):
     """`python serve/app.py ... serve.high_throughput=true`: HAProxy (not Serve's Python proxy) holds
     the port, and the API behaves the same: predictions, a 4xx with JSON, a 404 with JSON,
-    concurrent requests."""
+    concurrent requests. Once the app has stopped (SIGTERM to its whole process group, which ends
+    Ray's processes too), no HAProxy of it is left holding ports."""
     import psutil
 
     from distillray.inference import load_for_inference
@@ -282,6 +283,7 @@ def test_high_throughput_mode_answers_through_haproxy(tiny_teacher):
         holders = {c.pid for c in psutil.net_connections("tcp") if c.laddr and c.laddr.port == port
                    and c.status == psutil.CONN_LISTEN}
         assert holders and {psutil.Process(pid).name() for pid in holders} == {"haproxy"}
+        configs = {cmd[cmd.index("-f") + 1] for cmd in (psutil.Process(pid).cmdline() for pid in holders)}
         got = classify(url, {"texts": TEXTS}).json()["predictions"]
         ref = load_for_inference(tiny_teacher).predict_proba(TEXTS)
         np.testing.assert_allclose([[p["probs"]["negative"], p["probs"]["positive"]] for p in got], ref, atol=1e-5)
@@ -297,3 +299,6 @@ def test_high_throughput_mode_answers_through_haproxy(tiny_teacher):
             return [x.status_code for x in rs]
 
         assert asyncio.run(burst()) == [200] * 64
+    left = [p.pid for p in psutil.process_iter(["name", "cmdline"])
+            if p.info["name"] == "haproxy" and configs & set(p.info["cmdline"] or [])]
+    assert not left, f"HAProxy still running after the app stopped: pids {left}"
