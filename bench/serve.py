@@ -94,8 +94,17 @@ def main() -> int:
     p.add_argument("--high-throughput", action="store_true",
                    help="Ray Serve's high-throughput mode (serve.high_throughput: HAProxy ingress, gRPC between replicas)")
     p.add_argument("--lock", default=None)
+    p.add_argument("overrides", nargs="*", help="config key=value for every server (serve.batch_wait_timeout_s=0.01, ...)")
     p.add_argument("--output-dir", default=str(REPO / "runs" / "bench-serve"))
     args = p.parse_args()
+    from distillray.config import load_config
+    from distillray.errors import ConfigError
+
+    try:
+        load_config(None, args.overrides)  # a bad key or value stops here, before Ray starts
+    except ConfigError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
     texts = dev_sentences(sst2_or_exit() / "dev.tsv")
     for d in (args.student, args.teacher):
         if not (Path(d) / "config.json").exists():
@@ -106,7 +115,6 @@ def main() -> int:
     import ray
     from ray import serve
 
-    from distillray.config import load_config
     from distillray.evaluation import rotated
     from distillray.ray_utils import init_ray, local_haproxy_configs, stop_haproxy
     from serve.app import bind
@@ -128,7 +136,7 @@ def main() -> int:
         try:
             for name, model, extra in cases:
                 cfg = load_config(None, [f"serve.model={model}", f"serve.cpus_per_replica={args.cpus_per_replica}",
-                                         "serve.max_ongoing_requests=64", *extra])
+                                         "serve.max_ongoing_requests=64", *args.overrides, *extra])
                 serve.run(bind(cfg), name=f"bench-{name[0]}", route_prefix=f"/{name[0]}")
             haproxies = local_haproxy_configs()
             for r in range(args.rounds):
@@ -148,7 +156,8 @@ def main() -> int:
     print(f"\nbench/serve.py on {machine()}: {args.requests} requests per server in {args.rounds} alternating "
           f"rounds x concurrency {args.concurrency}, "
           f"1 replica x {args.cpus_per_replica} CPU, max_batch_size {args.max_batch_size}, Serve "
-          f"{'high-throughput mode (HAProxy, gRPC)' if args.high_throughput else 'default mode (Python proxy)'}\n")
+          f"{'high-throughput mode (HAProxy, gRPC)' if args.high_throughput else 'default mode (Python proxy)'}"
+          f"{', ' + ' '.join(args.overrides) if args.overrides else ''}\n")
     print(table(rows, ("server", "req/s", "p50 ms", "p95 ms", "p99 ms", "errors")))
 
     def spread(x: dict, y: dict) -> str:  # the same ratio within each round
