@@ -238,7 +238,8 @@ class ServeConfig(_Section):
     model_batch_wait_timeout_s: float = Field(default=0.0, ge=0)
     """How long a free model replica waits for more calls before a forward pass; 0: it runs the
     calls queued at once (more queue while a pass runs). A wait there idled the model between
-    passes (bench/serve.py: the student replica idle 18% of the time with 5 ms, 4-11% with 0).
+    passes (timed inside the replica under bench/serve.py's load: the student replica idle 18% of
+    the time with 5 ms, 4-11% with 0).
     Worth a few ms only with many ingress replicas per model replica, e.g. on a GPU."""
     max_ongoing_requests: int = Field(default=64, ge=1)
     """Requests in flight per replica (at least max_batch_size)."""

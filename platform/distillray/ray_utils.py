@@ -106,9 +106,11 @@ def stop_haproxy(configs: set[str], timeout_s: float = 5.0) -> int:
     """Stop every HAProxy process still running one of these config files; returns how many.
 
     Serve starts HAProxy in a process group of its own. When Ray's processes end before Serve has
-    stopped it (a shutdown cut short, a SIGKILL, Ctrl-C reaching the whole group), HAProxy outlives
-    them and keeps its ports (the app's, stats 8404, Prometheus 9101): the next high-throughput
-    start on the machine then fails with "cannot bind socket"."""
+    stopped it (a signal to the whole process group that ends GCS first, a shutdown cut short),
+    HAProxy can outlive them and keep its ports (the app's, stats 8404, Prometheus 9101): the next
+    high-throughput start on the machine then fails with "cannot bind socket". Called by the
+    process that started the local Ray, after serve.shutdown(); nothing helps if that process is
+    itself SIGKILLed."""
     import psutil
 
     procs = []
