@@ -131,14 +131,12 @@ def main() -> int:
         init_ray(load_config(None, [f"serve.high_throughput={str(args.high_throughput).lower()}",
                                     f"run.num_cpus={4 * args.cpus_per_replica + 2}"]))
         port = free_port()
-        haproxies: set[str] = set()
         serve.start(http_options={"host": "127.0.0.1", "port": port, "request_timeout_s": 60})
         try:
             for name, model, extra in cases:
                 cfg = load_config(None, [f"serve.model={model}", f"serve.cpus_per_replica={args.cpus_per_replica}",
                                          "serve.max_ongoing_requests=64", *args.overrides, *extra])
                 serve.run(bind(cfg), name=f"bench-{name[0]}", route_prefix=f"/{name[0]}")
-            haproxies = local_haproxy_configs()
             for r in range(args.rounds):
                 for name, _, _ in rotated(cases, r):
                     got = asyncio.run(load(f"http://127.0.0.1:{port}/{name[0]}/v1/classify", texts,
@@ -147,6 +145,7 @@ def main() -> int:
                     print(f"round {r + 1}/{args.rounds}", name, f"{got['req_per_s']:.1f} req/s, {got['errors']} errors",
                           flush=True)
         finally:
+            haproxies = local_haproxy_configs()  # while they are still this process's descendants
             serve.shutdown()
             ray.shutdown()
             stop_haproxy(haproxies)

@@ -31,7 +31,6 @@ def test_ds_config_batch_math_and_cpu_precision():
     assert c["gradient_clipping"] == 1.0
 
 
-
 @pytest.mark.parametrize("ratio,steps", [(0.1, 4), (0.0, 100)])
 def test_ds_config_warms_up_at_least_one_step(ratio, steps):
     """4 steps x 0.1 rounds to 0 warm-up steps, which DeepSpeed's WarmupDecayLR rejects inside
