@@ -112,12 +112,11 @@ def main() -> int:
                   "or pass --student/--teacher", file=sys.stderr)
             return 2
 
-    import ray
     from ray import serve
 
     from distillray.evaluation import rotated
-    from distillray.ray_utils import init_ray, local_haproxy_configs, stop_haproxy
     from serve.app import bind
+    from serve.local import local_serve
 
     cases = [("a student, batched", args.student, [f"serve.max_batch_size={args.max_batch_size}"]),
              ("b teacher, batched", args.teacher, [f"serve.max_batch_size={args.max_batch_size}"]),
@@ -128,11 +127,10 @@ def main() -> int:
     with cpu_lock(args.lock):
         # all four apps at once (logical CPUs for their replicas; each model replica still runs
         # cpus_per_replica torch threads), so that the servers can take turns
-        init_ray(load_config(None, [f"serve.high_throughput={str(args.high_throughput).lower()}",
-                                    f"run.num_cpus={4 * args.cpus_per_replica + 2}"]))
         port = free_port()
-        serve.start(http_options={"host": "127.0.0.1", "port": port, "request_timeout_s": 60})
-        try:
+        ray_cfg = load_config(None, [f"serve.high_throughput={str(args.high_throughput).lower()}",
+                                     f"run.num_cpus={4 * args.cpus_per_replica + 2}"])
+        with local_serve(ray_cfg, port, request_timeout_s=60):
             for name, model, extra in cases:
                 cfg = load_config(None, [f"serve.model={model}", f"serve.cpus_per_replica={args.cpus_per_replica}",
                                          "serve.max_ongoing_requests=64", *args.overrides, *extra])
@@ -144,11 +142,6 @@ def main() -> int:
                     per_round[name].append(got)
                     print(f"round {r + 1}/{args.rounds}", name, f"{got['req_per_s']:.1f} req/s, {got['errors']} errors",
                           flush=True)
-        finally:
-            haproxies = local_haproxy_configs()  # while they are still this process's descendants
-            serve.shutdown()
-            ray.shutdown()
-            stop_haproxy(haproxies)
     results = {name: summary(rounds) for name, rounds in per_round.items()}
     a, b, c, d = (results[k[0]] for k in cases)
     rows = [(k, v["req_per_s"], v["p50_ms"], v["p95_ms"], v["p99_ms"], v["errors"]) for k, v in results.items()]

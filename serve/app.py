@@ -93,7 +93,7 @@ def main(argv: list[str] | None = None) -> int:
     from ray import serve
 
     from distillray import cli
-    from distillray.ray_utils import init_ray, local_haproxy_configs, stop_haproxy
+    from serve.local import local_serve
 
     p = cli.parser("Serve an exported model dir over HTTP with Ray Serve.")
     p.add_argument("--model", default=None, help="exported model dir (student or teacher); same as serve.model=")
@@ -101,20 +101,14 @@ def main(argv: list[str] | None = None) -> int:
     if args.model:
         cfg = load_config(args.config, [*args.overrides, f"serve.model={args.model}"])
     app = bind(cfg)  # validates before any Ray work
-    init_ray(cfg)
-    serve.start(http_options={"host": cfg.serve.host, "port": cfg.serve.port, "request_timeout_s": 30})
-    serve.run(app, name=APP_NAME, route_prefix="/")
-    haproxies = local_haproxy_configs()  # high-throughput mode: stopped below if Serve leaves them
-    url = f"http://{cfg.serve.host}:{cfg.serve.port}"
-    print(f"serving {cfg.serve.model} at {url}/v1/classify (docs: {url}/docs); Ctrl-C stops", flush=True)
     stop = threading.Event()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(sig, lambda *_: stop.set())
-    stop.wait()
-    try:
-        serve.shutdown()
-    finally:
-        stop_haproxy(haproxies)
+    with local_serve(cfg, cfg.serve.port):  # returns once Serve, and any HAProxy of it, has stopped
+        for sig in (signal.SIGINT, signal.SIGTERM):  # after ray.init, which sets its own SIGTERM handler
+            signal.signal(sig, lambda *_: stop.set())
+        serve.run(app, name=APP_NAME, route_prefix="/")
+        url = f"http://{cfg.serve.host}:{cfg.serve.port}"
+        print(f"serving {cfg.serve.model} at {url}/v1/classify (docs: {url}/docs); Ctrl-C stops", flush=True)
+        stop.wait()
     return 0
 
 

