@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import sys
 from typing import Iterator
 
 from distillray.config import Config
@@ -42,6 +43,30 @@ def local_num_cpus(cfg: Config) -> int:
     return cfg.run.num_cpus or physical_cpus() + 2
 
 
+# Ray's INFO chatter, off unless run.ray_verbose. Ray Data's execution plans and "Starting
+# execution" lines: its own env var (warnings and progress bars still show).
+RAY_QUIET_ENV = {"RAY_DATA_LOG_LEVEL": "WARNING"}
+
+
+def _train_report_logger() -> logging.Logger:
+    """Ray Train V2 logs "Reporting training result <metrics> from rank N" at INFO on every worker
+    for every report, through `logging.getLogger(__file__)`: a logger named after its source file,
+    outside `ray.train`, so Ray Train's LoggingConfig does not reach it."""
+    import ray
+
+    return logging.getLogger(os.path.join(os.path.dirname(ray.__file__), "train", "v2", "_internal",
+                                          "execution", "context.py"))
+
+
+def quiet_ray_logs() -> None:
+    """Raise Ray's chatty INFO loggers to WARNING in this process (run.ray_verbose=false). The driver
+    calls it, and every Ray worker process of a local instance runs it first
+    (`worker_process_setup_hook`), before Ray Train configures its own loggers (it leaves these)."""
+    _train_report_logger().setLevel(logging.WARNING)
+    if "ray.data" in sys.modules:  # it read RAY_DATA_LOG_LEVEL at import, perhaps before init_ray set it
+        logging.getLogger("ray.data").setLevel(os.environ.get("RAY_DATA_LOG_LEVEL", "WARNING"))
+
+
 def init_ray(cfg: Config) -> None:
     """Connect to (or start) Ray once per process; a no-op when already connected."""
     import ray
@@ -49,11 +74,15 @@ def init_ray(cfg: Config) -> None:
     if ray.is_initialized():
         return
     env = dict(WORKER_ENV)
+    if not cfg.run.ray_verbose:
+        env |= RAY_QUIET_ENV
     if cfg.serve.high_throughput:
         check_haproxy()
         env |= SERVE_HIGH_THROUGHPUT_ENV
     for k, v in env.items():
         env[k] = os.environ.setdefault(k, v)  # what the caller's environment already says wins
+    if not cfg.run.ray_verbose:
+        quiet_ray_logs()
     address = cfg.run.address or os.environ.get("RAY_ADDRESS")
     if address:
         logger.info("connecting to the Ray cluster at %s", address)
@@ -65,8 +94,11 @@ def init_ray(cfg: Config) -> None:
     n = local_num_cpus(cfg)
     logger.info("starting a local Ray instance (%d logical CPUs on %d cores; dashboard on 127.0.0.1:8265)",
                 n, physical_cpus())
+    runtime_env: dict = {"env_vars": env}
+    if not cfg.run.ray_verbose:
+        runtime_env["worker_process_setup_hook"] = f"{__name__}.quiet_ray_logs"
     ray.init(num_cpus=n, include_dashboard=True, dashboard_host="127.0.0.1",
-             logging_level=logging.WARNING, runtime_env={"env_vars": env})
+             logging_level=logging.WARNING, runtime_env=runtime_env)
 
 
 def check_haproxy() -> None:

