@@ -287,10 +287,10 @@ class RunConfig(_Section):
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     """Log level of the job's logs."""
     ray_verbose: bool = False
-    """Ray's own INFO chatter: Ray Train's "Reporting training result" line for every report of
-    every worker, and Ray Data's execution plans. Off: those lines are dropped, and the console
-    shows distillray's lines, warnings and errors, and Ray Data's progress bars. Applies to Ray's
-    workers when distillray starts Ray (on a cluster, to the driver only)."""
+    """Ray's own INFO chatter: Ray Train's "Reporting training result" and "Checkpoint successfully
+    created" lines from every worker, and Ray Data's execution plans. Off: those lines are dropped,
+    and the console shows distillray's lines, warnings and errors, and Ray Data's progress bars.
+    Applies to Ray's workers when distillray starts Ray (on a cluster, to the driver only)."""
 
 
 class Config(_Section):

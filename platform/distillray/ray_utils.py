@@ -22,6 +22,7 @@ logger = logging.getLogger(__name__)
 WORKER_ENV = {
     "TOKENIZERS_PARALLELISM": "false",  # fast tokenizers fork-warn inside Ray workers otherwise
     "TRANSFORMERS_VERBOSITY": "error",
+    "HF_HUB_DISABLE_PROGRESS_BARS": "1",  # as in the driver (cli.setup_logging): no model load/save bars per worker
     "RAY_TRAIN_V2_ENABLED": "1",
 }
 
@@ -48,21 +49,31 @@ def local_num_cpus(cfg: Config) -> int:
 RAY_QUIET_ENV = {"RAY_DATA_LOG_LEVEL": "WARNING"}
 
 
-def _train_report_logger() -> logging.Logger:
-    """Ray Train V2 logs "Reporting training result <metrics> from rank N" at INFO on every worker
-    for every report, through `logging.getLogger(__file__)`: a logger named after its source file,
-    outside `ray.train`, so Ray Train's LoggingConfig does not reach it."""
+class _WarningsOnly(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return record.levelno >= logging.WARNING
+
+
+def _chatty_train_loggers() -> list[logging.Logger]:
+    """Ray Train V2 loggers that speak at INFO on every worker for every report and checkpoint:
+    "Reporting training result <metrics> from rank N" (a logger named after its source file, outside
+    `ray.train`, so Ray Train's LoggingConfig does not reach it) and "Checkpoint successfully
+    created at ..."."""
     import ray
 
-    return logging.getLogger(os.path.join(os.path.dirname(ray.__file__), "train", "v2", "_internal",
-                                          "execution", "context.py"))
+    execution = os.path.join(os.path.dirname(ray.__file__), "train", "v2", "_internal", "execution")
+    return [logging.getLogger(os.path.join(execution, "context.py")),
+            logging.getLogger("ray.train.v2._internal.execution.storage")]
 
 
 def quiet_ray_logs() -> None:
-    """Raise Ray's chatty INFO loggers to WARNING in this process (run.ray_verbose=false). The driver
-    calls it, and every Ray worker process of a local instance runs it first
-    (`worker_process_setup_hook`), before Ray Train configures its own loggers (it leaves these)."""
-    _train_report_logger().setLevel(logging.WARNING)
+    """Keep Ray's per-step INFO lines off the console in this process (run.ray_verbose=false). The
+    driver calls it, and every Ray worker process of a local instance runs it first
+    (`worker_process_setup_hook`). A filter rather than a level, because Ray Train resets the levels
+    of its loggers when it sets up logging on a worker, and keeps their filters."""
+    for log in _chatty_train_loggers():
+        if not any(isinstance(f, _WarningsOnly) for f in log.filters):
+            log.addFilter(_WarningsOnly())
     if "ray.data" in sys.modules:  # it read RAY_DATA_LOG_LEVEL at import, perhaps before init_ray set it
         logging.getLogger("ray.data").setLevel(os.environ.get("RAY_DATA_LOG_LEVEL", "WARNING"))
 

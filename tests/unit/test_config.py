@@ -1,3 +1,4 @@
+import logging
 import subprocess
 import sys
 
@@ -129,27 +130,51 @@ def test_high_throughput_serving_without_haproxy_names_the_fix(monkeypatch):
         check_haproxy()
 
 
-def test_quiet_ray_logs_reaches_the_logger_ray_train_reports_through(monkeypatch):
-    """run.ray_verbose=false: the logger raised to WARNING is the one Ray Train V2 writes
-    "Reporting training result ..." with (named after its file, so a Ray upgrade that moves it
-    shows up here), and Ray Data's logger follows RAY_DATA_LOG_LEVEL."""
-    import logging
+def test_quiet_ray_logs_reaches_the_loggers_ray_train_reports_through(monkeypatch):
+    """run.ray_verbose=false: the loggers quieted are the ones Ray Train V2 writes "Reporting
+    training result ..." and "Checkpoint successfully created ..." with (a Ray upgrade that moves
+    them shows up here); warnings still pass, and Ray Data's logger follows RAY_DATA_LOG_LEVEL."""
     from pathlib import Path
 
     import ray.data  # noqa: F401  (quiet_ray_logs adjusts it only once imported)
-    from ray.train.v2._internal.execution import context
+    from ray.train.v2._internal.execution import context, storage
 
-    from distillray.ray_utils import quiet_ray_logs
+    from distillray import ray_utils
 
     assert "Reporting training result" in Path(context.__file__).read_text()
+    assert "Checkpoint successfully created" in Path(storage.__file__).read_text()
+    loggers = ray_utils._chatty_train_loggers()
+    assert loggers == [context.logger, storage.logger]
     data = logging.getLogger("ray.data")
-    before = context.logger.level, data.level
+    data_level = data.level
     monkeypatch.delenv("RAY_DATA_LOG_LEVEL", raising=False)
     try:
-        quiet_ray_logs()
-        assert not context.logger.isEnabledFor(logging.INFO) and context.logger.isEnabledFor(logging.WARNING)
+        ray_utils.quiet_ray_logs()
+        ray_utils.quiet_ray_logs()  # idempotent
         assert data.level == logging.WARNING
+        for log in loggers:
+            assert sum(isinstance(f, ray_utils._WarningsOnly) for f in log.filters) == 1
+            log.setLevel(logging.DEBUG)  # what Ray Train's logging setup does: the filter still holds
+            seen = _Recorder()
+            log.addHandler(seen)
+            try:
+                log.info("chatter")
+                log.warning("trouble")
+            finally:
+                log.removeHandler(seen)
+            assert seen.messages == ["trouble"]
     finally:
-        context.logger.setLevel(before[0])
-        data.setLevel(before[1])
+        for log in loggers:
+            log.filters = [f for f in log.filters if not isinstance(f, ray_utils._WarningsOnly)]
+            log.setLevel(logging.NOTSET)
+        data.setLevel(data_level)
     assert load_config(None, []).run.ray_verbose is False
+
+
+class _Recorder(logging.Handler):
+    def __init__(self) -> None:
+        super().__init__()
+        self.messages: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.messages.append(record.getMessage())
