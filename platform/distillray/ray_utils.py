@@ -47,6 +47,8 @@ def local_num_cpus(cfg: Config) -> int:
 # Ray's INFO chatter, off unless run.ray_verbose. Ray Data's execution plans and "Starting
 # execution" lines: its own env var (warnings and progress bars still show).
 RAY_QUIET_ENV = {"RAY_DATA_LOG_LEVEL": "WARNING"}
+# Where Ray Data writes its progress when the console is not a terminal (instead of bars): kept.
+_RAY_DATA_PROGRESS_LOGGER = "ray.data._internal.progress.logging_progress"
 
 
 class _WarningsOnly(logging.Filter):
@@ -76,6 +78,7 @@ def quiet_ray_logs() -> None:
             log.addFilter(_WarningsOnly())
     if "ray.data" in sys.modules:  # it read RAY_DATA_LOG_LEVEL at import, perhaps before init_ray set it
         logging.getLogger("ray.data").setLevel(os.environ.get("RAY_DATA_LOG_LEVEL", "WARNING"))
+    logging.getLogger(_RAY_DATA_PROGRESS_LOGGER).setLevel(logging.INFO)
 
 
 def init_ray(cfg: Config) -> None:

@@ -137,6 +137,7 @@ def test_quiet_ray_logs_reaches_the_loggers_ray_train_reports_through(monkeypatc
     from pathlib import Path
 
     import ray.data  # noqa: F401  (quiet_ray_logs adjusts it only once imported)
+    import ray.data._internal.progress.logging_progress  # noqa: F401
     from ray.train.v2._internal.execution import context, storage
 
     from distillray import ray_utils
@@ -152,6 +153,9 @@ def test_quiet_ray_logs_reaches_the_loggers_ray_train_reports_through(monkeypatc
         ray_utils.quiet_ray_logs()
         ray_utils.quiet_ray_logs()  # idempotent
         assert data.level == logging.WARNING
+        progress = logging.getLogger(ray_utils._RAY_DATA_PROGRESS_LOGGER)  # Ray Data's progress off a terminal
+        assert progress.isEnabledFor(logging.INFO)
+        assert Path(sys.modules["ray.data._internal.progress.logging_progress"].__file__).exists()
         for log in loggers:
             assert sum(isinstance(f, ray_utils._WarningsOnly) for f in log.filters) == 1
             log.setLevel(logging.DEBUG)  # what Ray Train's logging setup does: the filter still holds
