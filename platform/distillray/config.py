@@ -286,6 +286,11 @@ class RunConfig(_Section):
     """Logical CPUs of a local Ray instance; null: cores + 2."""
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     """Log level of the job's logs."""
+    ray_verbose: bool = False
+    """Ray's own INFO chatter: Ray Train's "Reporting training result" and "Checkpoint successfully
+    created" lines from every worker, and Ray Data's execution plans. Off: those lines are dropped,
+    and the console shows distillray's lines, warnings and errors, and Ray Data's progress bars.
+    Applies to Ray's workers when distillray starts Ray (on a cluster, to the driver only)."""
 
 
 class Config(_Section):

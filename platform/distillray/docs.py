@@ -1,12 +1,13 @@
-"""The README's configuration reference, generated from the config tree so it never drifts.
+"""The configuration reference (docs/configuration.md), generated from the config tree so it never drifts.
 
 Every key of `distillray.config.Config` becomes one table row: dotted key, type (with its
 range), built-in default and description (the docstring under the field). The table lives in
-README.md between two markers; `tests/unit/test_config_reference.py` fails when it is stale.
+docs/configuration.md between two markers; `tests/unit/test_config_reference.py` fails when it
+is stale.
 
     python -m distillray.docs            # print the table
-    python -m distillray.docs --write    # rewrite the block in README.md in place
-    python -m distillray.docs --check    # exit 1 when README.md is out of date
+    python -m distillray.docs --write    # rewrite the block in docs/configuration.md in place
+    python -m distillray.docs --check    # exit 1 when docs/configuration.md is out of date
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from pydantic.fields import FieldInfo
 
 from distillray.config import Config
 
+REFERENCE = Path("docs/configuration.md")  # relative to the repo root, where the commands run
 START = "<!-- config-reference:start -->"
 END = "<!-- config-reference:end -->"
 NOTE = ("<!-- generated from platform/distillray/config.py by `python -m distillray.docs --write`: "
@@ -77,7 +79,7 @@ def _cell(text: str) -> str:
 
 
 def config_reference() -> str:
-    """The markdown table of every config key (what goes between the README markers)."""
+    """The markdown table of every config key (what goes between the markers)."""
     lines = ["| Key | Type | Default | Description |", "|---|---|---|---|"]
     for key, kind, default, desc in rows():
         lines.append(f"| `{key}` | {_cell(kind)} | `{_cell(default)}` | {_cell(desc)} |")
@@ -90,12 +92,12 @@ def block() -> str:
 
 
 def find_block(text: str) -> str | None:
-    """The block (markers included) in a README's text, or None when the markers are missing."""
+    """The block (markers included) in a document's text, or None when the markers are missing."""
     m = re.search(re.escape(START) + r".*?" + re.escape(END), text, flags=re.S)
     return m.group(0) if m else None
 
 
-def update_readme(path: Path) -> bool:
+def update_file(path: Path) -> bool:
     """Rewrite the block in place (appending a section with it when the markers are missing).
     Returns True when the file changed."""
     text = path.read_text(encoding="utf-8") if path.exists() else ""
@@ -107,24 +109,25 @@ def update_readme(path: Path) -> bool:
             f"## Configuration reference\n\n{block()}\n"
     if new_text == text:
         return False
+    path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(new_text, encoding="utf-8")
     return True
 
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--write", action="store_true", help="rewrite the block in README.md in place")
-    p.add_argument("--check", action="store_true", help="exit 1 when README.md's block is out of date")
-    p.add_argument("--readme", type=Path, default=Path("README.md"), help="default: ./README.md")
+    p.add_argument("--write", action="store_true", help="rewrite the block in the file in place")
+    p.add_argument("--check", action="store_true", help="exit 1 when the file's block is out of date")
+    p.add_argument("--file", type=Path, default=REFERENCE, help=f"default: ./{REFERENCE}")
     args = p.parse_args(argv)
     if args.write:
-        changed = update_readme(args.readme)
-        print(f"{args.readme}: configuration reference {'updated' if changed else 'already up to date'}")
+        changed = update_file(args.file)
+        print(f"{args.file}: configuration reference {'updated' if changed else 'already up to date'}")
         return 0
     if args.check:
-        text = args.readme.read_text(encoding="utf-8") if args.readme.exists() else ""
+        text = args.file.read_text(encoding="utf-8") if args.file.exists() else ""
         if find_block(text) != block():
-            print(f"{args.readme}: the configuration reference is missing or stale; {WRITE_HINT}",
+            print(f"{args.file}: the configuration reference is missing or stale; {WRITE_HINT}",
                   file=sys.stderr)
             return 1
         return 0

