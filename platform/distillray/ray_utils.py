@@ -113,12 +113,8 @@ def init_ray(cfg: Config) -> bool:
     if not cfg.run.ray_verbose:
         runtime_env["worker_process_setup_hook"] = f"{__name__}.quiet_ray_logs"
     ray.init(num_cpus=n, include_dashboard=True, dashboard_host="127.0.0.1",
-<<<<<<< HEAD
-             logging_level=logging.WARNING, runtime_env={"env_vars": env})
-    return True
-=======
              logging_level=logging.WARNING, runtime_env=runtime_env)
->>>>>>> h19docs
+    return True
 
 
 def check_haproxy() -> None:
