@@ -16,7 +16,6 @@ pipeline functions as jobs/distill.py.
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import sys
 import time
 from pathlib import Path
@@ -120,6 +119,7 @@ def main() -> int:
 
     from distillray import cli, pipeline
     from distillray.config import load_config
+    from distillray.distributed.ray_train import FitOptions
     from distillray.evaluation import evaluate_dirs
     from distillray.losses import LossWeights
     from distillray.ray_utils import ray_session
@@ -151,20 +151,20 @@ def main() -> int:
                 teacher_dir, tfit = pipeline.prepare_teacher(task)
             with cpu_lock(args.lock):
                 shards = pipeline.precompute(task, teacher_dir)
-        manifest = pipeline.check_shards(task, shards.shard_dir, teacher_dir)
+        checked = pipeline.check_shards(task, shards.shard_dir, teacher_dir)
         init_dir = pipeline.student_init_dir(task, teacher_dir, cfg.student.layers)
         if not args.evaluate_only:
             with cpu_lock(args.lock):
-                sfit = pipeline.distill_student(task, shards.shard_dir, manifest, init_dir, str(out / "student"))
+                sfit = pipeline.distill_student(cfg, checked, init_dir, task.dev, str(out / "student"))
+            task.timings["distill"] = sfit.seconds
             if not (args.skip_hard_label or args.hard_label_from):
                 # its own run dir (metrics, Ray Train runs), so it does not overwrite the student's
                 hard_cfg = load_config("sst2", base + args.overrides + [
                     "distill.alpha_kd=0", "distill.alpha_ce=1", f"run.output_dir={out / 'hard-labels'}"])
-                hard_task = dataclasses.replace(task, cfg=hard_cfg, timings={})
                 with cpu_lock(args.lock):
-                    pipeline.distill_student(hard_task, shards.shard_dir, manifest, init_dir, str(hard_dir),
-                                             name=f"{cfg.run_name}-hard-labels")
-                task.timings["hard_label_student"] = hard_task.timings["distill"]
+                    hard_fit = pipeline.distill_student(hard_cfg, checked, init_dir, task.dev, str(hard_dir),
+                                                        FitOptions(name=f"{cfg.run_name}-hard-labels"))
+                task.timings["hard_label_student"] = hard_fit.seconds
     with cpu_lock(args.lock):
         report = pipeline.finish(task, tfit, sfit, shards)
         # accuracy of both on the same dev rows, and the rows only one of them gets right
@@ -175,7 +175,7 @@ def main() -> int:
         hard = both.get("hard", {"accuracy": float("nan")})
         w = LossWeights(temperature=cfg.distill.temperature, alpha_kd=cfg.distill.alpha_kd,
                         alpha_ce=cfg.distill.alpha_ce)
-        online = online_vs_offline(teacher_dir, init_dir, shards.shard_dir, manifest, args.online_steps,
+        online = online_vs_offline(teacher_dir, init_dir, checked.dir, checked.manifest, args.online_steps,
                                    cfg.train, w)
     t, s, q = report["teacher"], report["student"], report.get("student_int8", {})
     per_round = report["speedup_rounds"]

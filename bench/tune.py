@@ -51,6 +51,7 @@ def main() -> int:
 
     from distillray import cli, pipeline
     from distillray.config import load_config
+    from distillray.distributed.ray_train import FitOptions
     from distillray.training.loop import steps_per_epoch, total_steps
     from distillray.tuning.search import run_search
 
@@ -76,22 +77,22 @@ def main() -> int:
             teacher_dir, _ = pipeline.prepare_teacher(task)
         with cpu_lock(args.lock):
             shards = pipeline.precompute(task, teacher_dir)
-        manifest = pipeline.check_shards(task, shards.shard_dir, teacher_dir)
+        checked = pipeline.check_shards(task, shards.shard_dir, teacher_dir)
         with cpu_lock(args.lock):
             t0 = time.time()
-            summary = run_search(task, shards.shard_dir, manifest, teacher_dir)
+            summary = run_search(task, checked, teacher_dir)
             search_s = time.time() - t0
         init_dir = pipeline.student_init_dir(task, teacher_dir, cfg.student.layers)
         with cpu_lock(args.lock):
             t0 = time.time()
-            default = pipeline.distill_student(task, shards.shard_dir, manifest, init_dir, None, cfg=cfg,
-                                               name=f"{cfg.run_name}-default")
+            default = pipeline.distill_student(cfg, checked, init_dir, task.dev,
+                                               options=FitOptions(name=f"{cfg.run_name}-default"))
             default_s = time.time() - t0
     default_acc = best_dev(default.history, default.final)
     ok = [t for t in summary.trials if t["dev_accuracy"] is not None]
     worst = min(ok, key=lambda t: t["dev_accuracy"])
     bp = summary.best_params
-    rows_n = int(manifest["rows"])
+    rows_n = checked.rows
     formula = rows_n * len(summary.trials) * args.epochs
     gain = summary.best_accuracy - default_acc
     rows = [

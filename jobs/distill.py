@@ -27,16 +27,16 @@ def main(argv: list[str] | None = None) -> int:
         pipeline.check_cluster(cfg)
         teacher_dir, teacher_fit = pipeline.prepare_teacher(task)
         shards = pipeline.precompute(task, teacher_dir)
-        manifest = pipeline.check_shards(task, shards.shard_dir, teacher_dir)
+        checked = pipeline.check_shards(task, shards.shard_dir, teacher_dir)
         tune_summary = None
         if cfg.tune.enabled:
             from distillray.tuning.search import run_search
 
-            tune_summary = run_search(task, shards.shard_dir, manifest, teacher_dir)
+            tune_summary = run_search(task, checked, teacher_dir)
             cfg = task.cfg = tune_summary.best_config
         init_dir = pipeline.student_init_dir(task, teacher_dir, cfg.student.layers)
-        student_fit = pipeline.distill_student(task, shards.shard_dir, manifest, init_dir,
-                                               task.dest("student"))
+        student_fit = pipeline.distill_student(cfg, checked, init_dir, task.dev, task.dest("student"))
+        task.timings["distill"] = student_fit.seconds
     report = pipeline.finish(task, teacher_fit, student_fit, shards, tune_summary)
     logger.info("report: %s", task.dest("report.md"))
     print(json.dumps({k: report[k] for k in ("retention", "speedup")} | {

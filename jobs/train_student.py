@@ -35,11 +35,11 @@ def main(argv: list[str] | None = None) -> int:
     task.labels = LabelSet(raw=ds.get("raw_labels", ds["label_names"]), names=ds["label_names"])
     if cfg.data.dev:
         task.dev = pipeline.load_dev_for_labels(cfg, task.labels)
-    manifest = pipeline.check_shards(task, args.shards, teacher_dir)
+    shards = pipeline.check_shards(task, args.shards, teacher_dir)
     init_dir = pipeline.student_init_dir(task, teacher_dir, cfg.student.layers)
     with ray_session(cfg):
         pipeline.check_cluster(cfg)
-        result = pipeline.distill_student(task, args.shards, manifest, init_dir, task.dest("student"))
+        result = pipeline.distill_student(cfg, shards, init_dir, task.dev, task.dest("student"))
     task.publish()
     print(json.dumps({"student": result.export_dir, "steps": result.steps, "resumes": result.resumes,
                       **result.final}))

@@ -23,7 +23,8 @@ from distillray.config import set_key
 from distillray.data.shards import load_manifest
 from distillray.data.text import LabelSet
 from distillray.ray_utils import ray_session
-from distillray.tuning.search import check_tune, run_search
+from distillray.tuning.search import run_search
+from distillray.tuning.space import check_tune
 
 logger = logging.getLogger("distillray.jobs.tune")
 
@@ -42,18 +43,15 @@ def main(argv: list[str] | None = None) -> int:
         ds = manifest["dataset"]
         task.labels = LabelSet(raw=ds.get("raw_labels", ds["label_names"]), names=ds["label_names"])
         task.dev = pipeline.load_dev_for_labels(cfg, task.labels)
-        manifest = pipeline.check_shards(task, args.shards, teacher_dir)
+        shards = pipeline.check_shards(task, args.shards, teacher_dir)
     else:
         task = pipeline.preflight(cfg)
     with ray_session(cfg):
         pipeline.check_cluster(cfg)
-        if args.shards:
-            shard_dir = args.shards
-        else:
+        if not args.shards:
             teacher_dir, _ = pipeline.prepare_teacher(task)
-            shard_dir = pipeline.precompute(task, teacher_dir).shard_dir
-            manifest = pipeline.check_shards(task, shard_dir, teacher_dir)
-        summary = run_search(task, shard_dir, manifest, teacher_dir)
+            shards = pipeline.check_shards(task, pipeline.precompute(task, teacher_dir).shard_dir, teacher_dir)
+        summary = run_search(task, shards, teacher_dir)
     task.publish()
     logger.info("tune: results in %s", summary.output_dir)
     d = summary.as_dict()

@@ -7,6 +7,7 @@ before Ray starts and before anything is written under `run.output_dir`.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import os
@@ -15,11 +16,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from distillray import storage
 from distillray.config import Config, TrainConfig
 from distillray.data.text import LabelSet, TextDataset, load_split, load_task
+from distillray.distributed.ray_train import FitOptions, FitResult
 from distillray.errors import ConfigError, ShardError
 from distillray.losses import LossWeights
 
@@ -49,7 +49,7 @@ class Task:
     def dest(self, *parts: str) -> str:
         """Where something every node reads goes (model dirs, Ray Train runs): under
         run.output_dir, local, shared or remote."""
-        return storage.join(self.cfg.run.output_dir, *parts) if self.remote else str(self.out.joinpath(*parts))
+        return run_dest(self.cfg, *parts)
 
     def publish(self) -> None:
         """Upload the staged driver-side files to a remote run.output_dir (no-op when local)."""
@@ -67,6 +67,24 @@ def local_run_dir(cfg: Config) -> Path:
     """run.output_dir as a local path, or the local staging dir of a remote one."""
     out = cfg.run.output_dir
     return storage.staging_dir(out) if storage.is_remote(out) else storage.local_path(out)
+
+
+def run_dest(cfg: Config, *parts: str) -> str:
+    """A path under run.output_dir that every node reads (model dirs, Ray Train runs)."""
+    out = cfg.run.output_dir
+    return storage.join(out, *parts) if storage.is_remote(out) else str(local_run_dir(cfg).joinpath(*parts))
+
+
+@dataclass(frozen=True)
+class Shards:
+    """A checked teacher-logit shard dir and its manifest: what a distillation reads."""
+
+    dir: str
+    manifest: dict[str, Any]
+
+    @property
+    def rows(self) -> int:
+        return int(self.manifest["rows"])
 
 
 # ---------------------------------------------------------------------------------------------
@@ -158,7 +176,7 @@ def preflight(cfg: Config, need_train: bool = True, need_dev: bool = True,
         check_teacher(cfg)
     check_resources(cfg)
     if cfg.tune.enabled:
-        from distillray.tuning.search import check_tune
+        from distillray.tuning.space import check_tune
 
         check_tune(cfg, cfg.teacher.model if teacher else None)
     t0 = time.time()
@@ -219,7 +237,7 @@ def finetune_teacher(task: Task, init_dir: str) -> tuple[str, Any]:
     from distillray.data.batches import tokenized_dataset
     from distillray.data.text import subset
     from distillray.distributed.ray_train import fit
-    from distillray.training.loop import LoopSpec
+    from distillray.training.loop import LoopSpec, train_loop_per_worker
 
     cfg = task.cfg
     t0 = time.time()
@@ -229,9 +247,9 @@ def finetune_teacher(task: Task, init_dir: str) -> tuple[str, Any]:
     if task.dev is not None:
         datasets["dev"] = tokenized_dataset(task.dev.to_arrow(), init_dir, cfg.data.max_length, "dev")
     spec = LoopSpec(config=cfg.to_dict(), stage="finetune", train=tcfg.model_dump(mode="json"),
-                    weights=vars(LossWeights(alpha_kd=0.0, alpha_ce=1.0)).copy(), model_init=init_dir,
+                    weights=vars(LossWeights.hard_labels()).copy(), model_init=init_dir,
                     export_dir=task.dest("teacher"), train_rows=len(train))
-    result = fit(spec, datasets, name=f"{cfg.run_name}-teacher", storage_path=task.dest("ray"))
+    result = fit(train_loop_per_worker, spec, datasets, name=f"{cfg.run_name}-teacher", storage_path=task.dest("ray"))
     task.timings["finetune_teacher"] = time.time() - t0
     _write_history(task.out / "metrics" / "finetune.jsonl", result.history)
     return result.export_dir or task.dest("teacher"), result
@@ -275,7 +293,7 @@ def student_init_dir(task: Task, teacher_dir: str, layers: list[int] | None) -> 
     return out
 
 
-def check_shards(task: Task, shard_dir: str, teacher_dir: str | None) -> dict[str, Any]:
+def check_shards(task: Task, shard_dir: str, teacher_dir: str | None) -> Shards:
     """Load and verify a shard dir's manifest and refuse one made for other inputs."""
     from distillray.data.shards import check_compatible, load_manifest
     from distillray.models import content_hash, tokenizer_hash
@@ -289,34 +307,33 @@ def check_shards(task: Task, shard_dir: str, teacher_dir: str | None) -> dict[st
     if task.cfg.distill.alpha_cos > 0 and not manifest.get("store_hidden"):
         raise ShardError(f"{shard_dir}: distill.alpha_cos>0 needs teacher hidden states, which these "
                          "shards lack; fix: run precompute with precompute.store_hidden=true")
-    return manifest
+    return Shards(shard_dir, manifest)
 
 
-def distill_student(task: Task, shard_dir: str, manifest: dict[str, Any], init_dir: str,
-                    export_dir: str | None, cfg: Config | None = None, callbacks: list | None = None,
-                    name: str | None = None, gpus_per_worker: float = 1.0):
-    """Train a student from shards with the one train loop (also each Tune trial's body)."""
+def distill_student(cfg: Config, shards: Shards, init_dir: str, dev: TextDataset | None,
+                    export_dir: str | None = None, options: FitOptions | None = None) -> FitResult:
+    """Train a student from `shards` with the one train loop, starting from `init_dir` and
+    evaluating on `dev`; rank 0 exports it to `export_dir` (None: no export). Ray Train runs and
+    metrics go under `cfg`'s run.output_dir. Also each Tune trial's body (`options` names the
+    run and carries Tune's report callback)."""
     from distillray.data.batches import shard_dataset, tokenized_dataset
     from distillray.data.shards import shard_paths
     from distillray.distributed.ray_train import fit
-    from distillray.training.loop import LoopSpec
+    from distillray.training.loop import LoopSpec, train_loop_per_worker
 
-    cfg = cfg or task.cfg
+    options = options or FitOptions()
     t0 = time.time()
-    d = cfg.distill
-    weights = LossWeights(temperature=d.temperature, alpha_kd=d.alpha_kd, alpha_ce=d.alpha_ce,
-                          alpha_cos=d.alpha_cos, alpha_mse=d.alpha_mse)
-    datasets = {"train": shard_dataset(shard_paths(shard_dir, manifest), cfg.train.seed, "distill-shards")}
-    if task.dev is not None:
-        datasets["dev"] = tokenized_dataset(task.dev.to_arrow(), init_dir, cfg.data.max_length, "dev")
+    datasets = {"train": shard_dataset(shard_paths(shards.dir, shards.manifest), cfg.train.seed, "distill-shards")}
+    if dev is not None:
+        datasets["dev"] = tokenized_dataset(dev.to_arrow(), init_dir, cfg.data.max_length, "dev")
     spec = LoopSpec(config=cfg.to_dict(), stage="distill", train=cfg.train.model_dump(mode="json"),
-                    weights=vars(weights).copy(), model_init=init_dir, export_dir=export_dir,
-                    train_rows=int(manifest["rows"]))
-    result = fit(spec, datasets, name=name or f"{cfg.run_name}-student", storage_path=task.dest("ray"),
-                 callbacks=callbacks, gpus_per_worker=gpus_per_worker)
-    task.timings["distill"] = time.time() - t0
-    _write_history(task.out / "metrics" / "distill.jsonl", result.history)
-    return result
+                    weights=vars(LossWeights.from_config(cfg.distill)).copy(), model_init=init_dir,
+                    export_dir=export_dir, train_rows=shards.rows)
+    result = fit(train_loop_per_worker, spec, datasets, name=options.name or f"{cfg.run_name}-student",
+                 storage_path=run_dest(cfg, "ray"), callbacks=options.callbacks,
+                 gpus_per_worker=options.gpus_per_worker)
+    _write_history(local_run_dir(cfg) / "metrics" / "distill.jsonl", result.history)
+    return dataclasses.replace(result, seconds=time.time() - t0)
 
 
 def _write_history(path: Path, history: list[dict[str, Any]]) -> None:
@@ -342,10 +359,6 @@ def evaluate_models(task: Task, dirs: dict[str, str], quantize_student: bool = T
                         max_length=task.cfg.data.max_length)
     task.timings["evaluate"] = time.time() - t0
     return out
-
-
-def accuracy_of(pred: np.ndarray, labels: np.ndarray) -> float:
-    return float(np.mean(pred == labels))
 
 
 def prepare_teacher(task: Task) -> tuple[str, Any]:

@@ -44,11 +44,11 @@ def prepared(ray_local, tiny_teacher, tmp_path_factory):
     task = pipeline.preflight(load_config(None, args))
     teacher_dir, _ = pipeline.prepare_teacher(task)
     shards = pipeline.precompute(task, teacher_dir)
-    manifest = pipeline.check_shards(task, shards.shard_dir, teacher_dir)
+    checked = pipeline.check_shards(task, shards.shard_dir, teacher_dir)
     init_dirs = prepare_init_dirs(task, teacher_dir)
     for d in {teacher, task.out / "teacher"}:
         shutil.rmtree(d)
-    return {"root": root, "args": args, "task": task, "shard_dir": shards.shard_dir, "manifest": manifest,
+    return {"root": root, "args": args, "task": task, "shards": checked,
             "init_dirs": init_dirs, "teacher": teacher}
 
 
@@ -60,7 +60,7 @@ def run(prepared, name: str, *overrides: str):
     p = prepared
     cfg = load_config(None, [*p["args"], f"run.output_dir={p['root'] / name}", *overrides])
     task = pipeline.Task(cfg=cfg, train=None, dev=p["task"].dev, labels=p["task"].labels)
-    return search(task, p["shard_dir"], p["manifest"], p["init_dirs"])
+    return search(task, p["shards"], p["init_dirs"])
 
 
 def _read(path) -> str:

@@ -1,5 +1,8 @@
-"""Ray Train wiring: the driver-side `fit` that launches the one train loop on N workers, and
-the worker-side helpers the loop calls (context, data shards, report, checkpoints, export).
+"""Ray Train wiring: the driver-side `fit` that launches a train loop on N workers, and the
+worker-side helpers the loop calls (context, data shards, report, checkpoints).
+
+`fit` takes the loop as an argument, as `TorchTrainer` does, so this package never imports
+`distillray.training` (the loop imports the helpers here, not the other way round).
 
 Backend and devices come from config and hardware: gloo on CPU, NCCL on GPU. Checkpoints are
 DeepSpeed's, registered with Ray Train so a restarted worker group resumes from the latest one
@@ -11,8 +14,9 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import time
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Callable
 
 import torch
 
@@ -101,21 +105,19 @@ def dev_rows() -> dict[str, list] | None:
     return rows
 
 
-def export_model(model_init: str, state_dict: dict[str, torch.Tensor], export_dir: str) -> str:
-    """Write a plain Hugging Face model dir (safetensors, config, tokenizer) to local or remote
-    storage."""
-    from transformers import AutoModelForSequenceClassification
-
-    from distillray.models import load_tokenizer, model_config, save_model_dir
-
-    cfg = model_config(model_init)
-    model = AutoModelForSequenceClassification.from_config(cfg)
-    model.load_state_dict(state_dict, strict=True)
-    return save_model_dir(model, load_tokenizer(model_init), export_dir)
-
-
 # ---------------------------------------------------------------------------------------------
 # Driver side
+
+
+@dataclass(frozen=True)
+class FitOptions:
+    """How one Ray Train run is launched, beyond its config: its name in the dashboard (default:
+    `<run>-<stage>`), Ray Train callbacks (a Tune trial's report bridge), and the GPU share of
+    each worker (< 1 packs several runs on one GPU, as Tune trials do)."""
+
+    name: str | None = None
+    callbacks: list | None = None
+    gpus_per_worker: float = 1.0
 
 
 @dataclass
@@ -127,6 +129,7 @@ class FitResult:
     export_dir: str | None
     run_name: str
     storage_path: str
+    seconds: float = 0.0  # wall time of the stage that ran it
 
 
 def run_id(spec_dict: dict[str, Any]) -> str:
@@ -137,14 +140,15 @@ def run_id(spec_dict: dict[str, Any]) -> str:
     return hashlib.sha256(json.dumps(keep, sort_keys=True).encode()).hexdigest()[:8]
 
 
-def fit(spec, datasets: dict[str, Any], name: str, storage_path: str,
-        callbacks: list | None = None, gpus_per_worker: float = 1.0) -> FitResult:
-    """Run `train_loop_per_worker` on `train.num_workers` workers and wait for it.
+def fit(loop_fn: Callable[[dict[str, Any]], dict[str, Any] | None], spec: Any, datasets: dict[str, Any],
+        name: str, storage_path: str, callbacks: list | None = None, gpus_per_worker: float = 1.0) -> FitResult:
+    """Run `loop_fn(spec.to_dict())` on `train.num_workers` workers and wait for it.
+
+    `spec` carries the run's plain data (`to_dict()`, `train_cfg`, `stage`); `loop_fn` is the
+    per-worker entry point (`distillray.training.loop.train_loop_per_worker`).
     `gpus_per_worker` < 1 packs several runs on one GPU (Tune trials)."""
     from ray.train import CheckpointConfig, DataConfig, FailureConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchConfig, TorchTrainer
-
-    from distillray.training.loop import train_loop_per_worker
 
     tcfg: TrainConfig = spec.train_cfg
     spec_dict = spec.to_dict()
@@ -154,7 +158,7 @@ def fit(spec, datasets: dict[str, Any], name: str, storage_path: str,
     storage_path, fs = storage.for_ray(storage_path)  # s3://, gs://: checkpoints go straight there
     run_name = f"{name}-{run_id(spec_dict)}"
     trainer = TorchTrainer(
-        train_loop_per_worker=train_loop_per_worker,
+        train_loop_per_worker=loop_fn,
         train_loop_config=spec_dict,
         scaling_config=ScalingConfig(num_workers=tcfg.num_workers, use_gpu=tcfg.use_gpu,
                                      resources_per_worker=resources),
@@ -172,10 +176,12 @@ def fit(spec, datasets: dict[str, Any], name: str, storage_path: str,
     )
     logger.info("%s: Ray Train run %s on %d worker(s) (%s)", spec.stage, run_name, tcfg.num_workers,
                 "GPU" if tcfg.use_gpu else "CPU")
+    t0 = time.time()
     result = trainer.fit()
     if result.error:
         raise result.error
     ret = result.return_value or {}
     return FitResult(history=ret.get("history", []), final=ret.get("final", {}),
                      steps=ret.get("steps", 0), resumes=ret.get("resumes", 0),
-                     export_dir=ret.get("export_dir"), run_name=run_name, storage_path=storage_path)
+                     export_dir=ret.get("export_dir"), run_name=run_name, storage_path=storage_path,
+                     seconds=time.time() - t0)

@@ -1,5 +1,5 @@
 """The one train loop: teacher fine-tuning, distillation and every Tune trial, on one CPU or many
-GPUs. It runs inside each Ray Train worker (see `distillray.distributed.ray_train.fit`).
+GPUs. It runs inside each Ray Train worker: `distillray.distributed.ray_train.fit(train_loop_per_worker, spec, ...)`.
 
 What differs between uses is data, not code: a distillation run's rows carry teacher logits and
 the loss weights use them; a fine-tuning run's rows do not and only `alpha_ce` is on. The loop
@@ -163,16 +163,17 @@ def _windows(it, micro: int, window_batches: int, shuffle_buffer: int, seed: int
 
 def train_loop_per_worker(spec_dict: dict[str, Any]) -> dict[str, Any] | None:
     """Ray Train entry point (runs on every worker)."""
-    from distillray.distributed import engine as ds
-    from distillray.distributed import ray_train as rt
+    from distillray.distributed import engine as deepspeed_engine
+    from distillray.distributed import ray_train
+    from distillray.models import export_model
 
     spec = LoopSpec.from_dict(spec_dict)
     cfg = Config.from_dict(spec.config)
     tcfg = spec.train_cfg
     w = LossWeights(**spec.weights)
-    wc = rt.worker_context(tcfg)
+    wc = ray_train.worker_context(tcfg)
     torch.manual_seed(tcfg.seed)
-    log = rt.rank0_logger(wc.rank)
+    log = ray_train.rank0_logger(wc.rank)
 
     model = setup_model(spec.model_init, tcfg.freeze_embeddings)
     if tcfg.freeze_embeddings:
@@ -182,20 +183,20 @@ def train_loop_per_worker(spec_dict: dict[str, Any]) -> dict[str, Any] | None:
     n_steps = total_steps(spec.train_rows, tcfg)
     per_epoch = steps_per_epoch(spec.train_rows, tcfg)
     micro = tcfg.batch_size // (wc.world * tcfg.grad_accum)
-    ds_config = ds.build_ds_config(tcfg, wc.world, n_steps, wc.device.type == "cuda")
-    engine = ds.setup_engine(model, param_groups(model, tcfg.weight_decay), ds_config)
+    ds_config = deepspeed_engine.build_ds_config(tcfg, wc.world, n_steps, wc.device.type == "cuda")
+    engine = deepspeed_engine.setup_engine(model, param_groups(model, tcfg.weight_decay), ds_config)
 
     state = LoopState()
-    ckpt = rt.get_checkpoint()
+    ckpt = ray_train.get_checkpoint()
     if ckpt is not None:
         with ckpt.as_directory() as d:
-            saved = ds.load_checkpoint(engine, d)
+            saved = deepspeed_engine.load_checkpoint(engine, d)
         state = LoopState(**{**saved, "resumes": saved.get("resumes", 0) + 1})
         log.info("%s: resumed from checkpoint at step %d (epoch %d, %d micro-batches in)",
                  spec.stage, state.step, state.epoch, state.micro_in_epoch)
 
-    dev_rows = rt.dev_rows()
-    train_it = rt.train_iterator()
+    dev_rows = ray_train.dev_rows()
+    train_it = ray_train.train_iterator()
     eval_every = tcfg.eval_every or per_epoch
     window_t0, window_rows, window_step = time.time(), 0, state.step
 
@@ -205,12 +206,12 @@ def train_loop_per_worker(spec_dict: dict[str, Any]) -> dict[str, Any] | None:
             state.history.append(metrics)
             record_train(metrics, spec.stage, cfg.run_name)  # dashboard / Prometheus gauges
         if not with_checkpoint:
-            rt.report(metrics)
+            ray_train.report(metrics)
             return
         with tempfile.TemporaryDirectory(prefix="distillray-ckpt-") as tmp:
             client = asdict(state)
-            ds.save_checkpoint(engine, tmp, client)
-            rt.report(metrics, checkpoint_dir=tmp)
+            deepspeed_engine.save_checkpoint(engine, tmp, client)
+            ray_train.report(metrics, checkpoint_dir=tmp)
 
     while state.step < n_steps and state.epoch < tcfg.epochs:
         batches = bucketed_batches(
@@ -251,10 +252,10 @@ def train_loop_per_worker(spec_dict: dict[str, Any]) -> dict[str, Any] | None:
         state.micro_in_epoch = 0
 
     final = evaluate(engine, dev_rows, micro, pad_id, wc.rank, wc.world, wc.device)
-    weights = ds.full_state_dict(engine)
+    weights = deepspeed_engine.full_state_dict(engine)
     export = None
     if wc.rank == 0 and spec.export_dir:
-        export = rt.export_model(spec.model_init, weights, spec.export_dir)
+        export = export_model(spec.model_init, weights, spec.export_dir)
     report({**final, "final": True}, with_checkpoint=True)
     if wc.rank == 0:
         return {"history": state.history, "final": final, "steps": state.step,
