@@ -1,4 +1,4 @@
-"""Quality and speed of distillation on SST-2 (issue 3, section 4), end to end on real Ray:
+"""Quality and speed of distillation on SST-2, end to end on real Ray:
 
   teacher  = the packaged MiniLM fine-tuned on a seeded 20,000-row slice of train
   student  = teacher layers [0, 2, 4], distilled from shards over all 67,349 train rows
@@ -122,6 +122,7 @@ def main() -> int:
     from distillray.distributed.ray_train import FitOptions
     from distillray.evaluation import evaluate_dirs
     from distillray.losses import LossWeights
+    from distillray.preflight import preflight
     from distillray.ray_utils import ray_session
 
     base = [f"finetune.max_rows={args.teacher_rows}", "data.sample=random", "data.sample_seed=0",
@@ -135,9 +136,10 @@ def main() -> int:
     cfg = load_config("sst2", base + args.overrides)
     cli.setup_logging("INFO")
     t_all = time.time()
-    task = pipeline.preflight(cfg)
+    task = preflight(cfg)
     out = task.out
-    tfit = sfit = None
+    teacher = sfit = None
+    more_timings: dict[str, float] = {}
     hard_dir = Path(args.hard_label_from) if args.hard_label_from else out / "student-hard"
     if args.hard_label_from and not (hard_dir / "config.json").exists():
         sys.exit(f"--hard-label-from {hard_dir}: no exported model there (config.json missing); "
@@ -148,7 +150,8 @@ def main() -> int:
             shards = pipeline.precompute(task, teacher_dir)  # a no-op: the cache is complete
         else:
             with cpu_lock(args.lock):
-                teacher_dir, tfit = pipeline.prepare_teacher(task)
+                teacher = pipeline.prepare_teacher(task)
+                teacher_dir = teacher.dir
             with cpu_lock(args.lock):
                 shards = pipeline.precompute(task, teacher_dir)
         checked = pipeline.check_shards(task, shards.shard_dir, teacher_dir)
@@ -156,7 +159,6 @@ def main() -> int:
         if not args.evaluate_only:
             with cpu_lock(args.lock):
                 sfit = pipeline.distill_student(cfg, checked, init_dir, task.dev, str(out / "student"))
-            task.timings["distill"] = sfit.seconds
             if not (args.skip_hard_label or args.hard_label_from):
                 # its own run dir (metrics, Ray Train runs), so it does not overwrite the student's
                 hard_cfg = load_config("sst2", base + args.overrides + [
@@ -164,9 +166,10 @@ def main() -> int:
                 with cpu_lock(args.lock):
                     hard_fit = pipeline.distill_student(hard_cfg, checked, init_dir, task.dev, str(hard_dir),
                                                         FitOptions(name=f"{cfg.run_name}-hard-labels"))
-                task.timings["hard_label_student"] = hard_fit.seconds
+                more_timings["hard_label_student"] = hard_fit.seconds
     with cpu_lock(args.lock):
-        report = pipeline.finish(task, tfit, sfit, shards)
+        report = pipeline.finish(task, teacher, sfit, shards,
+                                 timings=pipeline.stage_timings(task, teacher, shards, sfit, **more_timings))
         # accuracy of both on the same dev rows, and the rows only one of them gets right
         both = evaluate_dirs({"student": out / "student", "hard": hard_dir}, task.dev.texts, task.dev.labels,
                              task.labels.names, max_length=cfg.data.max_length, speed=False,
@@ -205,14 +208,14 @@ def main() -> int:
                       (f"online / offline ({what})", online[f"{how}_online_over_offline"], ">= 1.5",
                        "yes" if online[f"{how}_online_over_offline"] >= 1.5 else "MISS"))],
     ]
-    rows += [(f"wall time: {k} (s)", v, "", "") for k, v in task.timings.items()]
+    rows += [(f"wall time: {k} (s)", v, "", "") for k, v in report["timings"].items()]
     rows.append(("wall time: total (s)", time.time() - t_all, "", ""))
     print(f"\nbench/quality.py on {machine()}")
     print(f"teacher fine-tuned on {args.teacher_rows} seeded rows x {args.teacher_epochs} epochs; student on "
           f"{report['dataset']['train_rows']} rows x {args.student_epochs} epochs; dev {report['dataset']['dev_rows']} rows\n")
     print(table(rows, ("measure", "value", "target", "met")))
     save(out, "quality", {"report": report, "hard_label_student": hard, "distilled_vs_hard": paired,
-                          "online": online, "args": vars(args), "machine": machine(), "timings": task.timings})
+                          "online": online, "args": vars(args), "machine": machine(), "timings": report["timings"]})
     return 0
 
 

@@ -1,4 +1,4 @@
-"""Ray Tune search on SST-2 (issue 4): what searching distillation temperature and loss weights buys.
+"""Ray Tune search on SST-2: what searching distillation temperature and loss weights buys.
 
 And what sharing one set of teacher logits across the trials saves:
 
@@ -52,6 +52,7 @@ def main() -> int:
     from distillray import cli, pipeline
     from distillray.config import load_config
     from distillray.distributed.ray_train import FitOptions
+    from distillray.preflight import preflight
     from distillray.training.loop import steps_per_epoch, total_steps
     from distillray.tuning.search import run_search
 
@@ -69,12 +70,13 @@ def main() -> int:
     cfg = load_config("sst2", base + [f"train.eval_every={every}"] + args.overrides)
     cli.setup_logging("INFO")
     t_all = time.time()
-    task = pipeline.preflight(cfg)
+    task = preflight(cfg)
     from distillray.ray_utils import ray_session
 
     with ray_session(cfg):
         with cpu_lock(args.lock):
-            teacher_dir, _ = pipeline.prepare_teacher(task)
+            teacher = pipeline.prepare_teacher(task)
+            teacher_dir = teacher.dir
         with cpu_lock(args.lock):
             shards = pipeline.precompute(task, teacher_dir)
         checked = pipeline.check_shards(task, shards.shard_dir, teacher_dir)
@@ -121,7 +123,8 @@ def main() -> int:
     print(f"\nper trial: {summary.files.get('results')}   plot: {summary.files.get('plot')}")
     save(Path(args.output_dir), "tune", {"summary": summary.as_dict(), "trials": summary.trials,
                                          "default_dev_accuracy": default_acc, "gain": gain,
-                                         "timings": {**task.timings, "search": search_s, "default": default_s},
+                                         "timings": {**pipeline.stage_timings(task, teacher, shards, default),
+                                                     "search": search_s, "default": default_s},
                                          "args": vars(args), "machine": machine()})
     return 0
 

@@ -21,7 +21,7 @@ import sys
 from distillray import cli, pipeline
 from distillray.config import set_key
 from distillray.data.shards import load_manifest
-from distillray.data.text import LabelSet
+from distillray.preflight import check_cluster, preflight, task_from_shards
 from distillray.ray_utils import ray_session
 from distillray.tuning.search import run_search
 from distillray.tuning.space import check_tune
@@ -39,17 +39,14 @@ def main(argv: list[str] | None = None) -> int:
         manifest = load_manifest(args.shards, verify=False)
         teacher_dir = manifest["teacher"]["path"]
         check_tune(cfg, teacher_dir)
-        task = pipeline.preflight(cfg, need_train=False, teacher=False)
-        ds = manifest["dataset"]
-        task.labels = LabelSet(raw=ds.get("raw_labels", ds["label_names"]), names=ds["label_names"])
-        task.dev = pipeline.load_dev_for_labels(cfg, task.labels)
+        task = task_from_shards(cfg, manifest, need_dev=True)
         shards = pipeline.check_shards(task, args.shards, teacher_dir)
     else:
-        task = pipeline.preflight(cfg)
+        task = preflight(cfg)
     with ray_session(cfg):
-        pipeline.check_cluster(cfg)
+        check_cluster(cfg)
         if not args.shards:
-            teacher_dir, _ = pipeline.prepare_teacher(task)
+            teacher_dir = pipeline.prepare_teacher(task).dir
             shards = pipeline.check_shards(task, pipeline.precompute(task, teacher_dir).shard_dir, teacher_dir)
         summary = run_search(task, shards, teacher_dir)
     task.publish()

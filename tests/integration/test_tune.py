@@ -34,6 +34,7 @@ def prepared(ray_local, tiny_teacher, tmp_path_factory):
     teacher is deleted, so any trial that tried to load it would fail."""
     from distillray import pipeline
     from distillray.config import load_config
+    from distillray.preflight import preflight
     from distillray.tuning.search import prepare_init_dirs
 
     root = tmp_path_factory.mktemp("tune")
@@ -41,8 +42,8 @@ def prepared(ray_local, tiny_teacher, tmp_path_factory):
     shutil.copytree(tiny_teacher, teacher)
     args = [*SMOKE, f"teacher.model={teacher}", "teacher.finetune=false", f"run.output_dir={root / 'run'}",
             f"precompute.cache_dir={root / 'cache'}"]
-    task = pipeline.preflight(load_config(None, args))
-    teacher_dir, _ = pipeline.prepare_teacher(task)
+    task = preflight(load_config(None, args))
+    teacher_dir = pipeline.prepare_teacher(task).dir
     shards = pipeline.precompute(task, teacher_dir)
     checked = pipeline.check_shards(task, shards.shard_dir, teacher_dir)
     init_dirs = prepare_init_dirs(task, teacher_dir)
@@ -53,13 +54,13 @@ def prepared(ray_local, tiny_teacher, tmp_path_factory):
 
 
 def run(prepared, name: str, *overrides: str):
-    from distillray import pipeline
     from distillray.config import load_config
+    from distillray.preflight import Task
     from distillray.tuning.search import search
 
     p = prepared
     cfg = load_config(None, [*p["args"], f"run.output_dir={p['root'] / name}", *overrides])
-    task = pipeline.Task(cfg=cfg, train=None, dev=p["task"].dev, labels=p["task"].labels)
+    task = Task(cfg=cfg, train=None, dev=p["task"].dev, labels=p["task"].labels)
     return search(task, p["shards"], p["init_dirs"])
 
 

@@ -28,7 +28,8 @@ from typing import Any
 
 from distillray import storage
 from distillray.config import Config
-from distillray.pipeline import Shards, Task, student_init_dir
+from distillray.pipeline import Shards, student_init_dir
+from distillray.preflight import Task
 from distillray.tuning.results import TuneSummary, collect_trials, pick_best, write_best, write_results
 from distillray.tuning.space import (
     METRIC,
