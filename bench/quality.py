@@ -25,15 +25,15 @@ from common import REPO, cpu_lock, machine, save, sst2_or_exit, table  # noqa: E
 
 
 def online_vs_offline(teacher_dir: str, init_dir: str, shard_dir: str, manifest: dict, steps: int,
-                      train_cfg, w) -> dict[str, float]:
+                      cfg, w) -> dict[str, float]:
     """Seconds per training step of the same student: logits read from shards (offline) vs a
     teacher forward pass every step (online). Same batches, in-process, fp32, timed two ways:
 
       lean   = the student step alone (forward, loss, backward, torch's fused AdamW: the optimizer
                the platform's DeepSpeed config builds)
       engine = through the platform's own DeepSpeed engine (`build_ds_config` + `setup_engine`,
-               train.zero_stage, one gloo rank in this process), as a one-worker run trains
-      engine0 = the same engine with train.zero_stage=0: on one rank ZeRO has nothing to partition,
+               workers.zero_stage, one gloo rank in this process), as a one-worker run trains
+      engine0 = the same engine with workers.zero_stage=0: on one rank ZeRO has nothing to partition,
                and this row shows what its per-step bookkeeping costs
     """
     import os
@@ -43,6 +43,7 @@ def online_vs_offline(teacher_dir: str, init_dir: str, shard_dir: str, manifest:
     import torch
     import torch.distributed as dist
 
+    from distillray.config import ScheduleConfig
     from distillray.data.batches import collate
     from distillray.data.shards import shard_paths
     from distillray.distributed.engine import build_ds_config, setup_engine
@@ -50,25 +51,27 @@ def online_vs_offline(teacher_dir: str, init_dir: str, shard_dir: str, manifest:
     from distillray.models import load_classifier
     from distillray.training.loop import param_groups, setup_model
 
+    schedule = ScheduleConfig.of(cfg.train)
     table_ = pq.read_table(shard_paths(shard_dir, manifest)[0])
     rows = {c: table_.column(c).to_pylist() for c in ("input_ids", "label", "teacher_logits")}
     rng = np.random.default_rng(0)
-    batches = [collate(rows, rng.choice(len(rows["label"]), train_cfg.batch_size, replace=False), 0)
+    batches = [collate(rows, rng.choice(len(rows["label"]), schedule.batch_size, replace=False), 0)
                for _ in range(steps)]
     if not dist.is_initialized():  # one rank, an in-memory store: no port
         os.environ.setdefault("LOCAL_RANK", "0")  # DeepSpeed asks for it
         dist.init_process_group("gloo", store=dist.HashStore(), rank=0, world_size=1)
-    one_worker = train_cfg.model_copy(update={"num_workers": 1, "grad_accum": 1})
+    one_worker = cfg.workers.model_copy(update={"num_workers": 1})
+    no_accum = cfg.optim.model_copy(update={"grad_accum": 1})
     out = {}
     for how in ("lean", "engine", "engine0"):
         for mode in ("offline", "online"):
             torch.manual_seed(0)
-            student = setup_model(init_dir, train_cfg.freeze_embeddings)  # as the train loop builds it
+            student = setup_model(init_dir, cfg.train.freeze_embeddings)  # as the train loop builds it
             teacher = load_classifier(teacher_dir).eval() if mode == "online" else None
             if how.startswith("engine"):
-                train = one_worker.model_copy(update={"zero_stage": 0}) if how == "engine0" else one_worker
+                workers = one_worker.model_copy(update={"zero_stage": 0}) if how == "engine0" else one_worker
                 engine = setup_engine(student, param_groups(student, 0.01),
-                                      build_ds_config(train, 1, steps, on_gpu=False))
+                                      build_ds_config(schedule, no_accum, workers, 1, steps, on_gpu=False))
                 model, backward, step = engine, engine.backward, engine.step
             else:
                 opt = torch.optim.AdamW(param_groups(student, 0.01), lr=1e-4, fused=True)
@@ -129,7 +132,7 @@ def main() -> int:
             f"finetune.epochs={args.teacher_epochs}", f"finetune.lr={args.teacher_lr}",
             f"train.epochs={args.student_epochs}", f"train.lr={args.student_lr}", "student.layers=[0,2,4]",
             f"distill.temperature={args.temperature}", f"distill.alpha_kd={args.alpha_kd}",
-            f"distill.alpha_ce={round(1 - args.alpha_kd, 6)}", "train.checkpoint_every=1000",
+            f"distill.alpha_ce={round(1 - args.alpha_kd, 6)}", "checkpoint.every=1000",
             "train.eval_every=0", "train.log_every=50", f"run.output_dir={args.output_dir}"]
     if args.student_rows:
         base.append(f"data.max_rows={args.student_rows}")
@@ -179,7 +182,7 @@ def main() -> int:
         w = LossWeights(temperature=cfg.distill.temperature, alpha_kd=cfg.distill.alpha_kd,
                         alpha_ce=cfg.distill.alpha_ce)
         online = online_vs_offline(teacher_dir, init_dir, checked.dir, checked.manifest, args.online_steps,
-                                   cfg.train, w)
+                                   cfg, w)
     t, s, q = report["teacher"], report["student"], report.get("student_int8", {})
     per_round = report["speedup_rounds"]
     rows = [
@@ -201,7 +204,7 @@ def main() -> int:
         ("int8 student accuracy", q.get("accuracy", float("nan")), "", ""),
         ("int8 student throughput ex/s", q.get("throughput", float("nan")), "", ""),
         *[row for how, what in (("lean", "student step, fused AdamW"),
-                                ("engine", f"DeepSpeed ZeRO-{cfg.train.zero_stage} engine, 1 rank"),
+                                ("engine", f"DeepSpeed ZeRO-{cfg.workers.zero_stage} engine, 1 rank"),
                                 ("engine0", "DeepSpeed engine, ZeRO off, 1 rank"))
           for row in ((f"offline s/step ({what})", online[f"{how}_offline_s_per_step"], "", ""),
                       (f"online s/step ({what})", online[f"{how}_online_s_per_step"], "", ""),

@@ -58,7 +58,7 @@ def main() -> int:
 
     base = [f"data.max_rows={args.rows}", "data.sample=random", "data.sample_seed=0",
             f"finetune.max_rows={args.rows}", f"finetune.epochs={args.teacher_epochs}", "finetune.lr=1e-4",
-            f"train.epochs={args.epochs}", "student.layers=[0,2,4]", "train.checkpoint_every=0",
+            f"train.epochs={args.epochs}", "student.layers=[0,2,4]", "checkpoint.every=0",
             "train.log_every=50", f"run.output_dir={args.output_dir}", "tune.enabled=true",
             f"tune.search={args.search}", f"tune.num_samples={args.trials}", "tune.scheduler=asha",
             f"tune.max_concurrent={args.concurrent}"]

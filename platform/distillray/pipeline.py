@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from distillray import storage
-from distillray.config import Config, TrainConfig
+from distillray.config import Config, ScheduleConfig
 from distillray.data.text import TextDataset
 from distillray.distributed.ray_train import FitOptions, FitResult
 from distillray.errors import ShardError
@@ -46,15 +46,6 @@ class Shards:
 
 # ---------------------------------------------------------------------------------------------
 # Stages
-
-
-def effective_train(cfg: Config, stage: str) -> TrainConfig:
-    """The student's TrainConfig, or the teacher's: same resources, its own optimisation knobs."""
-    if stage == "distill":
-        return cfg.train
-    f = cfg.finetune
-    return cfg.train.model_copy(update={"epochs": f.epochs, "max_steps": f.max_steps,
-                                        "batch_size": f.batch_size, "lr": f.lr, "freeze_embeddings": False})
 
 
 def teacher_init_dir(task: Task) -> tuple[str, bool]:
@@ -99,11 +90,11 @@ def finetune_teacher(task: Task, init_dir: str) -> TeacherResult:
     cfg = task.cfg
     t0 = time.time()
     train = subset(task.train, cfg.finetune.max_rows, cfg.data.sample, cfg.data.sample_seed)
-    tcfg = effective_train(cfg, "finetune")
     datasets = {"train": tokenized_dataset(train.to_arrow(), init_dir, cfg.data.max_length, "finetune-train")}
     if task.dev is not None:
         datasets["dev"] = tokenized_dataset(task.dev.to_arrow(), init_dir, cfg.data.max_length, "dev")
-    spec = LoopSpec(config=cfg.to_dict(), stage="finetune", train=tcfg.model_dump(mode="json"),
+    spec = LoopSpec(config=cfg.to_dict(), stage="finetune", schedule=ScheduleConfig.of(cfg.finetune).model_dump(),
+                    freeze_embeddings=False,
                     weights=vars(LossWeights.hard_labels()).copy(), model_init=init_dir,
                     export_dir=task.dest("teacher"), train_rows=len(train))
     result = fit(train_loop_per_worker, spec, datasets, name=f"{cfg.run_name}-teacher", storage_path=task.dest("ray"))
@@ -184,7 +175,8 @@ def distill_student(cfg: Config, shards: Shards, init_dir: str, dev: TextDataset
     datasets = {"train": shard_dataset(shard_paths(shards.dir, shards.manifest), cfg.train.seed, "distill-shards")}
     if dev is not None:
         datasets["dev"] = tokenized_dataset(dev.to_arrow(), init_dir, cfg.data.max_length, "dev")
-    spec = LoopSpec(config=cfg.to_dict(), stage="distill", train=cfg.train.model_dump(mode="json"),
+    spec = LoopSpec(config=cfg.to_dict(), stage="distill", schedule=ScheduleConfig.of(cfg.train).model_dump(),
+                    freeze_embeddings=cfg.train.freeze_embeddings,
                     weights=vars(LossWeights.from_config(cfg.distill)).copy(), model_init=init_dir,
                     export_dir=export_dir, train_rows=shards.rows)
     result = fit(train_loop_per_worker, spec, datasets, name=options.name or f"{cfg.run_name}-student",

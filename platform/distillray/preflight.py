@@ -108,13 +108,13 @@ def check_resources(cfg: Config) -> None:
 
     from distillray.ray_utils import local_num_cpus
 
-    t = cfg.train
+    t = cfg.workers
     local = not (cfg.run.address or os.environ.get("RAY_ADDRESS"))
     if local and t.use_gpu and torch.cuda.device_count() < t.num_workers:
         raise ConfigError(
-            f"config error: train.use_gpu=true with train.num_workers={t.num_workers}, but this machine "
-            f"has {torch.cuda.device_count()} GPU(s); fix: set train.use_gpu=false, or lower "
-            "train.num_workers, or submit to a GPU cluster"
+            f"config error: workers.use_gpu=true with workers.num_workers={t.num_workers}, but this machine "
+            f"has {torch.cuda.device_count()} GPU(s); fix: set workers.use_gpu=false, or lower "
+            "workers.num_workers, or submit to a GPU cluster"
         )
     if local:
         cpus = local_num_cpus(cfg)
@@ -122,10 +122,10 @@ def check_resources(cfg: Config) -> None:
         if need > cpus - 1:  # one CPU stays free for Ray Data's read tasks
             fit = max(1, int((cpus - 1) // t.cpus_per_worker))
             raise ConfigError(
-                f"config error: train.num_workers={t.num_workers} x train.cpus_per_worker="
+                f"config error: workers.num_workers={t.num_workers} x workers.cpus_per_worker="
                 f"{t.cpus_per_worker} needs {need:g} CPUs but the local Ray instance has {cpus} "
-                f"(one kept for data loading); fix: set train.num_workers={fit}, or lower "
-                "train.cpus_per_worker, or set run.num_cpus"
+                f"(one kept for data loading); fix: set workers.num_workers={fit}, or lower "
+                "workers.cpus_per_worker, or set run.num_cpus"
             )
 
 
@@ -133,17 +133,17 @@ def check_cluster(cfg: Config) -> None:
     """After connecting: the same resource check against the real cluster."""
     from distillray.ray_utils import cluster_cpus, cluster_gpus
 
-    t = cfg.train
+    t = cfg.workers
     if t.use_gpu and cluster_gpus() < t.num_workers:
         raise ConfigError(
-            f"config error: train.num_workers={t.num_workers} GPU workers but the cluster has "
-            f"{cluster_gpus():g} GPU(s) now; fix: lower train.num_workers (autoscaling clusters: "
+            f"config error: workers.num_workers={t.num_workers} GPU workers but the cluster has "
+            f"{cluster_gpus():g} GPU(s) now; fix: lower workers.num_workers (autoscaling clusters: "
             "raise the GPU worker type's max_workers)"
         )
     if not t.use_gpu and t.num_workers * t.cpus_per_worker > cluster_cpus():
         raise ConfigError(
-            f"config error: train.num_workers={t.num_workers} x {t.cpus_per_worker:g} CPUs exceeds "
-            f"the cluster's {cluster_cpus():g} CPUs; fix: lower train.num_workers"
+            f"config error: workers.num_workers={t.num_workers} x {t.cpus_per_worker:g} CPUs exceeds "
+            f"the cluster's {cluster_cpus():g} CPUs; fix: lower workers.num_workers"
         )
 
 

@@ -53,7 +53,7 @@ def test_distill_job_writes_a_complete_report(distilled):
                                                                              report["teacher"]["throughput_rounds"])])
     assert len(report["speedup_rounds"]) == 5 and len(report["student_int8"]["throughput_rounds"]) == 5
     assert "the speed-up per round ranged" in (out / "report.md").read_text()
-    assert report["config"]["train"]["zero_stage"] == 2
+    assert report["config"]["workers"]["zero_stage"] == 2
     assert report["dataset"]["train_rows"] == 512 and report["dataset"]["dev_rows"] == 128
     assert {"finetune_teacher", "precompute", "distill", "evaluate"} <= set(report["timings"])
     assert report["training"]["distill"]["steps"] == 2 * (512 // 16)

@@ -7,7 +7,8 @@ import pytest
 
 from conftest import REPO
 from distillray import docs
-from distillray.config import Config, _known_keys
+from distillray.config import Config
+from distillray.config.tree import _known_keys
 
 
 def test_readme_reference_matches_the_config_tree():
@@ -18,7 +19,7 @@ def test_readme_reference_matches_the_config_tree():
         pytest.fail(f"README.md has no configuration reference between {docs.START} and {docs.END}; "
                     f"{docs.WRITE_HINT} (then move the section where it belongs)")
     if found != docs.block():
-        pytest.fail(f"README.md's configuration reference is out of date with distillray/config.py; {docs.WRITE_HINT}")
+        pytest.fail(f"README.md's configuration reference is out of date with distillray/config/sections.py; {docs.WRITE_HINT}")
 
 
 def test_every_key_has_a_row_and_a_description():
@@ -26,7 +27,7 @@ def test_every_key_has_a_row_and_a_description():
     assert [r[0] for r in rows] == _known_keys(Config)
     undocumented = [key for key, _, _, desc in rows if not desc]
     assert not undocumented, (f"config keys without a description: {undocumented}; add a docstring "
-                              "line under each field in distillray/config.py")
+                              "line under each field in distillray/config/sections.py")
 
 
 def test_table_shows_types_bounds_and_defaults():

@@ -63,9 +63,9 @@ def test_alpha_ce_follows_alpha_kd_unless_searched():
 
 
 def test_trial_config_uses_trial_resources_and_no_worker_retries(tmp_path):
-    cfg = cfg_of("train.num_workers=2", "train.max_failures=3", "tune.cpus_per_trial=1.5")
+    cfg = cfg_of("workers.num_workers=2", "workers.max_failures=3", "tune.cpus_per_trial=1.5")
     c = tune_space.trial_config(cfg, {"distill.temperature": 4.0}, str(tmp_path / "t"))
-    assert (c.train.num_workers, c.train.cpus_per_worker, c.train.use_gpu, c.train.max_failures) == (1, 1.5, False, 0)
+    assert (c.workers.num_workers, c.workers.cpus_per_worker, c.workers.use_gpu, c.workers.max_failures) == (1, 1.5, False, 0)
     assert c.run.output_dir == str(tmp_path / "t") and c.distill.temperature == 4.0
     assert tune_space.trial_resources(cfg_of("tune.gpus_per_trial=0.25").tune).gpus_per_worker == 0.25
     r = tune_space.trial_resources(cfg_of("tune.gpus_per_trial=2", "tune.cpus_per_trial=4").tune)
@@ -106,6 +106,7 @@ def test_bad_tune_config_is_one_line_naming_the_field(overrides, message):
     (['tune.space={"teacher.model": {"type": "choice", "values": ["a"]}}'], "not a searchable"),
     (['tune.space={"precompute.batch_size": {"type": "choice", "values": [8]}}'], "not a searchable"),
     (['tune.space={"train.num_workers": {"type": "choice", "values": [1, 2]}}'], "not a searchable"),
+    (['tune.space={"workers.num_workers": {"type": "choice", "values": [1, 2]}}'], "not a searchable"),
     (['tune.space={"distill.temprature": {"type": "grid", "values": [1]}}'], "not a searchable"),
     (["tune.space.distill.temperature={type: uniform, low: 3, high: 1}"], "needs low < high"),
 ])

@@ -6,7 +6,7 @@ worker-side helpers the loop calls (context, data shards, report, checkpoints).
 
 Backend and devices come from config and hardware: gloo on CPU, NCCL on GPU. Checkpoints are
 DeepSpeed's, registered with Ray Train so a restarted worker group resumes from the latest one
-(`train.max_failures`).
+(`workers.max_failures`).
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ from typing import Any, Callable
 import torch
 
 from distillray import storage
-from distillray.config import TrainConfig
+from distillray.config import WorkersConfig
 
 logger = logging.getLogger(__name__)
 
@@ -37,7 +37,7 @@ class WorkerContext:
     device: torch.device
 
 
-def worker_context(train: TrainConfig) -> WorkerContext:
+def worker_context(workers: WorkersConfig) -> WorkerContext:
     import ray.train
     import ray.train.torch
 
@@ -45,10 +45,10 @@ def worker_context(train: TrainConfig) -> WorkerContext:
 
     DataContext.get_current().enable_progress_bars = False  # one bar per worker per eval is noise
     ctx = ray.train.get_context()
-    device = ray.train.torch.get_device() if train.use_gpu else torch.device("cpu")
+    device = ray.train.torch.get_device() if workers.use_gpu else torch.device("cpu")
     if device.type == "cpu":
         # Ray reserves cpus_per_worker logical CPUs per worker: use that many threads, not all cores.
-        torch.set_num_threads(max(1, int(train.cpus_per_worker)))
+        torch.set_num_threads(max(1, int(workers.cpus_per_worker)))
     return WorkerContext(ctx.get_world_rank(), ctx.get_world_size(), device)
 
 
@@ -135,22 +135,27 @@ class FitResult:
 def run_id(spec_dict: dict[str, Any]) -> str:
     """A short hash of what the run trains: same inputs resume the same Ray Train run, changed
     inputs start a new one (Ray Train V2 restores a run by name + storage path)."""
+    config = spec_dict["config"]
     keep = {k: v for k, v in spec_dict.items() if k != "config"}
-    keep["config"] = {k: v for k, v in spec_dict["config"].items() if k in ("distill", "student", "data")}
+    keep["config"] = {k: v for k, v in config.items() if k in ("distill", "student", "data", "optim", "workers",
+                                                                "checkpoint")}
+    # the run-wide part of `train` (cadence, shuffling, seed); each stage's schedule is in the spec
+    keep["config"]["train"] = {k: v for k, v in config["train"].items()
+                               if k not in spec_dict["schedule"] and k != "freeze_embeddings"}
     return hashlib.sha256(json.dumps(keep, sort_keys=True).encode()).hexdigest()[:8]
 
 
 def fit(loop_fn: Callable[[dict[str, Any]], dict[str, Any] | None], spec: Any, datasets: dict[str, Any],
         name: str, storage_path: str, callbacks: list | None = None, gpus_per_worker: float = 1.0) -> FitResult:
-    """Run `loop_fn(spec.to_dict())` on `train.num_workers` workers and wait for it.
+    """Run `loop_fn(spec.to_dict())` on `workers.num_workers` workers and wait for it.
 
-    `spec` carries the run's plain data (`to_dict()`, `train_cfg`, `stage`); `loop_fn` is the
+    `spec` carries the run's plain data (`to_dict()`, `workers`, `stage`); `loop_fn` is the
     per-worker entry point (`distillray.training.loop.train_loop_per_worker`).
     `gpus_per_worker` < 1 packs several runs on one GPU (Tune trials)."""
     from ray.train import CheckpointConfig, DataConfig, FailureConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchConfig, TorchTrainer
 
-    tcfg: TrainConfig = spec.train_cfg
+    tcfg: WorkersConfig = spec.workers
     spec_dict = spec.to_dict()
     resources = {"CPU": tcfg.cpus_per_worker}
     if tcfg.use_gpu:

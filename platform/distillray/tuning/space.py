@@ -104,14 +104,14 @@ def trial_resources(tune: TuneConfig) -> TrialResources:
 def trial_config(cfg: Config, params: dict[str, Any], output_dir: str) -> Config:
     """The config a trial trains with: the params, the trial's resources, its own output dir.
 
-    Worker-error retries are off (train.max_failures=0): a trial's errors are its
+    Worker-error retries are off (workers.max_failures=0): a trial's errors are its
     hyperparameters' (NaN, OOM) and recur on retry; node preemptions are still retried by Ray
     Train's separate preemption budget.
     """
     res = trial_resources(cfg.tune)
     c = apply_params(cfg, params).to_dict()
-    c["train"].update(num_workers=res.num_workers, cpus_per_worker=res.cpus_per_worker,
-                      use_gpu=res.gpus_per_worker > 0, max_failures=0)
+    c["workers"].update(num_workers=res.num_workers, cpus_per_worker=res.cpus_per_worker,
+                        use_gpu=res.gpus_per_worker > 0, max_failures=0)
     c["run"]["output_dir"] = output_dir
     return Config.from_dict(c)
 
@@ -183,10 +183,10 @@ def check_tune(cfg: Config, teacher: str | None = None) -> None:
         for layers in layer_choices(cfg):
             check_layers(layers if layers is not None else default_layers(n), n)
     res = trial_resources(tune)
-    if cfg.train.batch_size % (res.num_workers * cfg.train.grad_accum):
+    if cfg.train.batch_size % (res.num_workers * cfg.optim.grad_accum):
         raise ConfigError(
             f"config error: tune.gpus_per_trial={tune.gpus_per_trial:g} gives {res.num_workers} workers "
-            f"per trial, which train.batch_size={cfg.train.batch_size} (x train.grad_accum) does not "
+            f"per trial, which train.batch_size={cfg.train.batch_size} (x optim.grad_accum) does not "
             "divide; fix: make train.batch_size a multiple of it")
     if tune.gpus_per_trial > 1 and tune.gpus_per_trial != int(tune.gpus_per_trial):
         raise ConfigError(
