@@ -1,4 +1,4 @@
-"""Fault table (issue 7): runs the tests that break things for real and prints, per fault, what
+"""Fault table: runs the tests that break things for real and prints, per fault, what
 was done, the outcome and the data lost. Each test asserts its "no data lost" condition itself
 (exact step counts, exact row sets, verified checksums, 100 % success afterwards).
 

@@ -1,4 +1,4 @@
-"""Teacher-logit precompute throughput (issue 2, section 6): the Ray Data job vs a naive loop.
+"""Teacher-logit precompute throughput: the Ray Data job vs a naive loop.
 
 On the first 5,000 rows of SST-2 train with the packaged MiniLM teacher:
   naive : one process, batch 32, every row padded to max_length 128, no bucketing
@@ -109,6 +109,7 @@ def main() -> int:
     from distillray.config import load_config
     from distillray.inference import encode
     from distillray.models import load_tokenizer, model_config
+    from distillray.preflight import preflight
     from distillray.ray_utils import ray_session
 
     cli.setup_logging("INFO")
@@ -116,7 +117,7 @@ def main() -> int:
     cfg = load_config("sst2", [f"data.train={sst2 / 'train.tsv'}", f"data.max_rows={args.rows}",
                                f"data.max_length={args.max_length}", f"precompute.cache_dir={cache}",
                                f"run.output_dir={args.output_dir}"])
-    task = pipeline.preflight(cfg, need_dev=False)
+    task = preflight(cfg, need_dev=False)
     teacher_dir, _ = pipeline.teacher_init_dir(task)  # the packaged MiniLM + a seeded 2-label head
     texts = task.train.texts
     mcfg = model_config(teacher_dir)

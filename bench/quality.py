@@ -1,4 +1,4 @@
-"""Quality and speed of distillation on SST-2 (issue 3, section 4), end to end on real Ray:
+"""Quality and speed of distillation on SST-2, end to end on real Ray:
 
   teacher  = the packaged MiniLM fine-tuned on a seeded 20,000-row slice of train
   student  = teacher layers [0, 2, 4], distilled from shards over all 67,349 train rows
@@ -16,7 +16,6 @@ pipeline functions as jobs/distill.py.
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import sys
 import time
 from pathlib import Path
@@ -26,15 +25,15 @@ from common import REPO, cpu_lock, machine, save, sst2_or_exit, table  # noqa: E
 
 
 def online_vs_offline(teacher_dir: str, init_dir: str, shard_dir: str, manifest: dict, steps: int,
-                      train_cfg, w) -> dict[str, float]:
+                      cfg, w) -> dict[str, float]:
     """Seconds per training step of the same student: logits read from shards (offline) vs a
     teacher forward pass every step (online). Same batches, in-process, fp32, timed two ways:
 
       lean   = the student step alone (forward, loss, backward, torch's fused AdamW: the optimizer
                the platform's DeepSpeed config builds)
       engine = through the platform's own DeepSpeed engine (`build_ds_config` + `setup_engine`,
-               train.zero_stage, one gloo rank in this process), as a one-worker run trains
-      engine0 = the same engine with train.zero_stage=0: on one rank ZeRO has nothing to partition,
+               workers.zero_stage, one gloo rank in this process), as a one-worker run trains
+      engine0 = the same engine with workers.zero_stage=0: on one rank ZeRO has nothing to partition,
                and this row shows what its per-step bookkeeping costs
     """
     import os
@@ -44,6 +43,7 @@ def online_vs_offline(teacher_dir: str, init_dir: str, shard_dir: str, manifest:
     import torch
     import torch.distributed as dist
 
+    from distillray.config import ScheduleConfig
     from distillray.data.batches import collate
     from distillray.data.shards import shard_paths
     from distillray.distributed.engine import build_ds_config, setup_engine
@@ -51,25 +51,27 @@ def online_vs_offline(teacher_dir: str, init_dir: str, shard_dir: str, manifest:
     from distillray.models import load_classifier
     from distillray.training.loop import param_groups, setup_model
 
+    schedule = ScheduleConfig.of(cfg.train)
     table_ = pq.read_table(shard_paths(shard_dir, manifest)[0])
     rows = {c: table_.column(c).to_pylist() for c in ("input_ids", "label", "teacher_logits")}
     rng = np.random.default_rng(0)
-    batches = [collate(rows, rng.choice(len(rows["label"]), train_cfg.batch_size, replace=False), 0)
+    batches = [collate(rows, rng.choice(len(rows["label"]), schedule.batch_size, replace=False), 0)
                for _ in range(steps)]
     if not dist.is_initialized():  # one rank, an in-memory store: no port
         os.environ.setdefault("LOCAL_RANK", "0")  # DeepSpeed asks for it
         dist.init_process_group("gloo", store=dist.HashStore(), rank=0, world_size=1)
-    one_worker = train_cfg.model_copy(update={"num_workers": 1, "grad_accum": 1})
+    one_worker = cfg.workers.model_copy(update={"num_workers": 1})
+    no_accum = cfg.optim.model_copy(update={"grad_accum": 1})
     out = {}
     for how in ("lean", "engine", "engine0"):
         for mode in ("offline", "online"):
             torch.manual_seed(0)
-            student = setup_model(init_dir, train_cfg.freeze_embeddings)  # as the train loop builds it
+            student = setup_model(init_dir, cfg.train.freeze_embeddings)  # as the train loop builds it
             teacher = load_classifier(teacher_dir).eval() if mode == "online" else None
             if how.startswith("engine"):
-                train = one_worker.model_copy(update={"zero_stage": 0}) if how == "engine0" else one_worker
+                workers = one_worker.model_copy(update={"zero_stage": 0}) if how == "engine0" else one_worker
                 engine = setup_engine(student, param_groups(student, 0.01),
-                                      build_ds_config(train, 1, steps, on_gpu=False))
+                                      build_ds_config(schedule, no_accum, workers, 1, steps, on_gpu=False))
                 model, backward, step = engine, engine.backward, engine.step
             else:
                 opt = torch.optim.AdamW(param_groups(student, 0.01), lr=1e-4, fused=True)
@@ -120,24 +122,27 @@ def main() -> int:
 
     from distillray import cli, pipeline
     from distillray.config import load_config
+    from distillray.distributed.ray_train import FitOptions
     from distillray.evaluation import evaluate_dirs
     from distillray.losses import LossWeights
+    from distillray.preflight import preflight
     from distillray.ray_utils import ray_session
 
     base = [f"finetune.max_rows={args.teacher_rows}", "data.sample=random", "data.sample_seed=0",
             f"finetune.epochs={args.teacher_epochs}", f"finetune.lr={args.teacher_lr}",
             f"train.epochs={args.student_epochs}", f"train.lr={args.student_lr}", "student.layers=[0,2,4]",
             f"distill.temperature={args.temperature}", f"distill.alpha_kd={args.alpha_kd}",
-            f"distill.alpha_ce={round(1 - args.alpha_kd, 6)}", "train.checkpoint_every=1000",
+            f"distill.alpha_ce={round(1 - args.alpha_kd, 6)}", "checkpoint.every=1000",
             "train.eval_every=0", "train.log_every=50", f"run.output_dir={args.output_dir}"]
     if args.student_rows:
         base.append(f"data.max_rows={args.student_rows}")
     cfg = load_config("sst2", base + args.overrides)
     cli.setup_logging("INFO")
     t_all = time.time()
-    task = pipeline.preflight(cfg)
+    task = preflight(cfg)
     out = task.out
-    tfit = sfit = None
+    teacher = sfit = None
+    more_timings: dict[str, float] = {}
     hard_dir = Path(args.hard_label_from) if args.hard_label_from else out / "student-hard"
     if args.hard_label_from and not (hard_dir / "config.json").exists():
         sys.exit(f"--hard-label-from {hard_dir}: no exported model there (config.json missing); "
@@ -148,25 +153,26 @@ def main() -> int:
             shards = pipeline.precompute(task, teacher_dir)  # a no-op: the cache is complete
         else:
             with cpu_lock(args.lock):
-                teacher_dir, tfit = pipeline.prepare_teacher(task)
+                teacher = pipeline.prepare_teacher(task)
+                teacher_dir = teacher.dir
             with cpu_lock(args.lock):
                 shards = pipeline.precompute(task, teacher_dir)
-        manifest = pipeline.check_shards(task, shards.shard_dir, teacher_dir)
+        checked = pipeline.check_shards(task, shards.shard_dir, teacher_dir)
         init_dir = pipeline.student_init_dir(task, teacher_dir, cfg.student.layers)
         if not args.evaluate_only:
             with cpu_lock(args.lock):
-                sfit = pipeline.distill_student(task, shards.shard_dir, manifest, init_dir, str(out / "student"))
+                sfit = pipeline.distill_student(cfg, checked, init_dir, task.dev, str(out / "student"))
             if not (args.skip_hard_label or args.hard_label_from):
                 # its own run dir (metrics, Ray Train runs), so it does not overwrite the student's
                 hard_cfg = load_config("sst2", base + args.overrides + [
                     "distill.alpha_kd=0", "distill.alpha_ce=1", f"run.output_dir={out / 'hard-labels'}"])
-                hard_task = dataclasses.replace(task, cfg=hard_cfg, timings={})
                 with cpu_lock(args.lock):
-                    pipeline.distill_student(hard_task, shards.shard_dir, manifest, init_dir, str(hard_dir),
-                                             name=f"{cfg.run_name}-hard-labels")
-                task.timings["hard_label_student"] = hard_task.timings["distill"]
+                    hard_fit = pipeline.distill_student(hard_cfg, checked, init_dir, task.dev, str(hard_dir),
+                                                        FitOptions(name=f"{cfg.run_name}-hard-labels"))
+                more_timings["hard_label_student"] = hard_fit.seconds
     with cpu_lock(args.lock):
-        report = pipeline.finish(task, tfit, sfit, shards)
+        report = pipeline.finish(task, teacher, sfit, shards,
+                                 timings=pipeline.stage_timings(task, teacher, shards, sfit, **more_timings))
         # accuracy of both on the same dev rows, and the rows only one of them gets right
         both = evaluate_dirs({"student": out / "student", "hard": hard_dir}, task.dev.texts, task.dev.labels,
                              task.labels.names, max_length=cfg.data.max_length, speed=False,
@@ -175,8 +181,8 @@ def main() -> int:
         hard = both.get("hard", {"accuracy": float("nan")})
         w = LossWeights(temperature=cfg.distill.temperature, alpha_kd=cfg.distill.alpha_kd,
                         alpha_ce=cfg.distill.alpha_ce)
-        online = online_vs_offline(teacher_dir, init_dir, shards.shard_dir, manifest, args.online_steps,
-                                   cfg.train, w)
+        online = online_vs_offline(teacher_dir, init_dir, checked.dir, checked.manifest, args.online_steps,
+                                   cfg, w)
     t, s, q = report["teacher"], report["student"], report.get("student_int8", {})
     per_round = report["speedup_rounds"]
     rows = [
@@ -198,21 +204,21 @@ def main() -> int:
         ("int8 student accuracy", q.get("accuracy", float("nan")), "", ""),
         ("int8 student throughput ex/s", q.get("throughput", float("nan")), "", ""),
         *[row for how, what in (("lean", "student step, fused AdamW"),
-                                ("engine", f"DeepSpeed ZeRO-{cfg.train.zero_stage} engine, 1 rank"),
+                                ("engine", f"DeepSpeed ZeRO-{cfg.workers.zero_stage} engine, 1 rank"),
                                 ("engine0", "DeepSpeed engine, ZeRO off, 1 rank"))
           for row in ((f"offline s/step ({what})", online[f"{how}_offline_s_per_step"], "", ""),
                       (f"online s/step ({what})", online[f"{how}_online_s_per_step"], "", ""),
                       (f"online / offline ({what})", online[f"{how}_online_over_offline"], ">= 1.5",
                        "yes" if online[f"{how}_online_over_offline"] >= 1.5 else "MISS"))],
     ]
-    rows += [(f"wall time: {k} (s)", v, "", "") for k, v in task.timings.items()]
+    rows += [(f"wall time: {k} (s)", v, "", "") for k, v in report["timings"].items()]
     rows.append(("wall time: total (s)", time.time() - t_all, "", ""))
     print(f"\nbench/quality.py on {machine()}")
     print(f"teacher fine-tuned on {args.teacher_rows} seeded rows x {args.teacher_epochs} epochs; student on "
           f"{report['dataset']['train_rows']} rows x {args.student_epochs} epochs; dev {report['dataset']['dev_rows']} rows\n")
     print(table(rows, ("measure", "value", "target", "met")))
     save(out, "quality", {"report": report, "hard_label_student": hard, "distilled_vs_hard": paired,
-                          "online": online, "args": vars(args), "machine": machine(), "timings": task.timings})
+                          "online": online, "args": vars(args), "machine": machine(), "timings": report["timings"]})
     return 0
 
 

@@ -1,4 +1,4 @@
-"""HTTP load against the Serve app (issue 5): 2,000 requests at concurrency 32 with real SST-2 dev
+"""HTTP load against the Serve app: 2,000 requests at concurrency 32 with real SST-2 dev
 sentences, to (a) the student with batching, (b) the teacher with batching, (c) the student
 without batching, (d) the int8 student with batching. All four are started by this script on this
 machine, on one local Ray, and take turns: `--rounds` rounds in which each server gets its share of

@@ -1,4 +1,4 @@
-"""Ray Tune search on SST-2 (issue 4): what searching distillation temperature and loss weights buys.
+"""Ray Tune search on SST-2: what searching distillation temperature and loss weights buys.
 
 And what sharing one set of teacher logits across the trials saves:
 
@@ -51,12 +51,14 @@ def main() -> int:
 
     from distillray import cli, pipeline
     from distillray.config import load_config
+    from distillray.distributed.ray_train import FitOptions
+    from distillray.preflight import preflight
     from distillray.training.loop import steps_per_epoch, total_steps
     from distillray.tuning.search import run_search
 
     base = [f"data.max_rows={args.rows}", "data.sample=random", "data.sample_seed=0",
             f"finetune.max_rows={args.rows}", f"finetune.epochs={args.teacher_epochs}", "finetune.lr=1e-4",
-            f"train.epochs={args.epochs}", "student.layers=[0,2,4]", "train.checkpoint_every=0",
+            f"train.epochs={args.epochs}", "student.layers=[0,2,4]", "checkpoint.every=0",
             "train.log_every=50", f"run.output_dir={args.output_dir}", "tune.enabled=true",
             f"tune.search={args.search}", f"tune.num_samples={args.trials}", "tune.scheduler=asha",
             f"tune.max_concurrent={args.concurrent}"]
@@ -68,30 +70,31 @@ def main() -> int:
     cfg = load_config("sst2", base + [f"train.eval_every={every}"] + args.overrides)
     cli.setup_logging("INFO")
     t_all = time.time()
-    task = pipeline.preflight(cfg)
+    task = preflight(cfg)
     from distillray.ray_utils import ray_session
 
     with ray_session(cfg):
         with cpu_lock(args.lock):
-            teacher_dir, _ = pipeline.prepare_teacher(task)
+            teacher = pipeline.prepare_teacher(task)
+            teacher_dir = teacher.dir
         with cpu_lock(args.lock):
             shards = pipeline.precompute(task, teacher_dir)
-        manifest = pipeline.check_shards(task, shards.shard_dir, teacher_dir)
+        checked = pipeline.check_shards(task, shards.shard_dir, teacher_dir)
         with cpu_lock(args.lock):
             t0 = time.time()
-            summary = run_search(task, shards.shard_dir, manifest, teacher_dir)
+            summary = run_search(task, checked, teacher_dir)
             search_s = time.time() - t0
         init_dir = pipeline.student_init_dir(task, teacher_dir, cfg.student.layers)
         with cpu_lock(args.lock):
             t0 = time.time()
-            default = pipeline.distill_student(task, shards.shard_dir, manifest, init_dir, None, cfg=cfg,
-                                               name=f"{cfg.run_name}-default")
+            default = pipeline.distill_student(cfg, checked, init_dir, task.dev,
+                                               options=FitOptions(name=f"{cfg.run_name}-default"))
             default_s = time.time() - t0
     default_acc = best_dev(default.history, default.final)
     ok = [t for t in summary.trials if t["dev_accuracy"] is not None]
     worst = min(ok, key=lambda t: t["dev_accuracy"])
     bp = summary.best_params
-    rows_n = int(manifest["rows"])
+    rows_n = checked.rows
     formula = rows_n * len(summary.trials) * args.epochs
     gain = summary.best_accuracy - default_acc
     rows = [
@@ -120,7 +123,8 @@ def main() -> int:
     print(f"\nper trial: {summary.files.get('results')}   plot: {summary.files.get('plot')}")
     save(Path(args.output_dir), "tune", {"summary": summary.as_dict(), "trials": summary.trials,
                                          "default_dev_accuracy": default_acc, "gain": gain,
-                                         "timings": {**task.timings, "search": search_s, "default": default_s},
+                                         "timings": {**pipeline.stage_timings(task, teacher, shards, default),
+                                                     "search": search_s, "default": default_s},
                                          "args": vars(args), "machine": machine()})
     return 0
 

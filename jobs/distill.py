@@ -9,11 +9,13 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import sys
 
 from distillray import cli, pipeline
+from distillray.preflight import check_cluster, preflight
 from distillray.ray_utils import ray_session
 
 logger = logging.getLogger("distillray.jobs.distill")
@@ -22,22 +24,22 @@ logger = logging.getLogger("distillray.jobs.distill")
 @cli.entrypoint
 def main(argv: list[str] | None = None) -> int:
     _, cfg = cli.parse(cli.parser(__doc__.splitlines()[0]), argv)
-    task = pipeline.preflight(cfg)
+    task = preflight(cfg)
     with ray_session(cfg):
-        pipeline.check_cluster(cfg)
-        teacher_dir, teacher_fit = pipeline.prepare_teacher(task)
-        shards = pipeline.precompute(task, teacher_dir)
-        manifest = pipeline.check_shards(task, shards.shard_dir, teacher_dir)
+        check_cluster(cfg)
+        teacher = pipeline.prepare_teacher(task)
+        shards = pipeline.precompute(task, teacher.dir)
+        checked = pipeline.check_shards(task, shards.shard_dir, teacher.dir)
         tune_summary = None
         if cfg.tune.enabled:
             from distillray.tuning.search import run_search
 
-            tune_summary = run_search(task, shards.shard_dir, manifest, teacher_dir)
-            cfg = task.cfg = tune_summary.best_config
-        init_dir = pipeline.student_init_dir(task, teacher_dir, cfg.student.layers)
-        student_fit = pipeline.distill_student(task, shards.shard_dir, manifest, init_dir,
-                                               task.dest("student"))
-    report = pipeline.finish(task, teacher_fit, student_fit, shards, tune_summary)
+            tune_summary = run_search(task, checked, teacher.dir)
+            cfg = tune_summary.best_config
+            task = dataclasses.replace(task, cfg=cfg)
+        init_dir = pipeline.student_init_dir(task, teacher.dir, cfg.student.layers)
+        student = pipeline.distill_student(cfg, checked, init_dir, task.dev, task.dest("student"))
+    report = pipeline.finish(task, teacher, student, shards, tune_summary)
     logger.info("report: %s", task.dest("report.md"))
     print(json.dumps({k: report[k] for k in ("retention", "speedup")} | {
         "teacher_accuracy": report["teacher"]["accuracy"], "student_accuracy": report["student"]["accuracy"],

@@ -10,19 +10,20 @@ import json
 import sys
 
 from distillray import cli, pipeline
+from distillray.preflight import check_cluster, preflight
 from distillray.ray_utils import ray_session
 
 
 @cli.entrypoint
 def main(argv: list[str] | None = None) -> int:
     _, cfg = cli.parse(cli.parser(__doc__.splitlines()[0]), argv)
-    task = pipeline.preflight(cfg)
+    task = preflight(cfg)
     init_dir, _ = pipeline.teacher_init_dir(task)
     with ray_session(cfg):
-        pipeline.check_cluster(cfg)
-        teacher_dir, result = pipeline.finetune_teacher(task, init_dir)
+        check_cluster(cfg)
+        teacher = pipeline.finetune_teacher(task, init_dir)
     task.publish()
-    print(json.dumps({"teacher": teacher_dir, "steps": result.steps, **result.final}))
+    print(json.dumps({"teacher": teacher.dir, "steps": teacher.fit.steps, **teacher.fit.final}))
     return 0
 
 

@@ -11,6 +11,7 @@ import logging
 import sys
 
 from distillray import cli, pipeline
+from distillray.preflight import check_cluster, preflight
 from distillray.ray_utils import ray_session
 
 logger = logging.getLogger("distillray.jobs.precompute")
@@ -19,14 +20,14 @@ logger = logging.getLogger("distillray.jobs.precompute")
 @cli.entrypoint
 def main(argv: list[str] | None = None) -> int:
     _, cfg = cli.parse(cli.parser(__doc__.splitlines()[0]), argv)
-    task = pipeline.preflight(cfg, need_dev=False)
+    task = preflight(cfg, need_dev=False)
     teacher_dir, finetuned = pipeline.teacher_init_dir(task)
     if not finetuned:
         logger.warning("teacher.model=%s is not fine-tuned for the labels %s: its logits come from a "
                        "freshly initialised head (fine for smoke runs; for real work run "
                        "jobs/finetune_teacher.py first, or jobs/distill.py)", cfg.teacher.model, task.labels.names)
     with ray_session(cfg):
-        pipeline.check_cluster(cfg)
+        check_cluster(cfg)
         res = pipeline.precompute(task, teacher_dir)
     task.publish()
     print(json.dumps({"shard_dir": res.shard_dir, "rows": res.manifest["rows"],

@@ -14,8 +14,8 @@ import sys
 
 from distillray import cli, pipeline
 from distillray.data.shards import load_manifest
-from distillray.data.text import LabelSet
 from distillray.errors import ConfigError
+from distillray.preflight import check_cluster, task_from_shards
 from distillray.ray_utils import ray_session
 
 
@@ -30,16 +30,12 @@ def main(argv: list[str] | None = None) -> int:
     if cfg.tune.enabled:
         raise ConfigError("config error: tune.enabled=true is for jobs/tune.py and jobs/distill.py; "
                           "fix: set tune.enabled=false")
-    task = pipeline.preflight(cfg, need_train=False, teacher=False)
-    ds = manifest["dataset"]
-    task.labels = LabelSet(raw=ds.get("raw_labels", ds["label_names"]), names=ds["label_names"])
-    if cfg.data.dev:
-        task.dev = pipeline.load_dev_for_labels(cfg, task.labels)
-    manifest = pipeline.check_shards(task, args.shards, teacher_dir)
+    task = task_from_shards(cfg, manifest)
+    shards = pipeline.check_shards(task, args.shards, teacher_dir)
     init_dir = pipeline.student_init_dir(task, teacher_dir, cfg.student.layers)
     with ray_session(cfg):
-        pipeline.check_cluster(cfg)
-        result = pipeline.distill_student(task, args.shards, manifest, init_dir, task.dest("student"))
+        check_cluster(cfg)
+        result = pipeline.distill_student(cfg, shards, init_dir, task.dev, task.dest("student"))
     task.publish()
     print(json.dumps({"student": result.export_dir, "steps": result.steps, "resumes": result.resumes,
                       **result.final}))

@@ -21,9 +21,10 @@ import sys
 from distillray import cli, pipeline
 from distillray.config import set_key
 from distillray.data.shards import load_manifest
-from distillray.data.text import LabelSet
+from distillray.preflight import check_cluster, preflight, task_from_shards
 from distillray.ray_utils import ray_session
-from distillray.tuning.search import check_tune, run_search
+from distillray.tuning.search import run_search
+from distillray.tuning.space import check_tune
 
 logger = logging.getLogger("distillray.jobs.tune")
 
@@ -38,22 +39,16 @@ def main(argv: list[str] | None = None) -> int:
         manifest = load_manifest(args.shards, verify=False)
         teacher_dir = manifest["teacher"]["path"]
         check_tune(cfg, teacher_dir)
-        task = pipeline.preflight(cfg, need_train=False, teacher=False)
-        ds = manifest["dataset"]
-        task.labels = LabelSet(raw=ds.get("raw_labels", ds["label_names"]), names=ds["label_names"])
-        task.dev = pipeline.load_dev_for_labels(cfg, task.labels)
-        manifest = pipeline.check_shards(task, args.shards, teacher_dir)
+        task = task_from_shards(cfg, manifest, need_dev=True)
+        shards = pipeline.check_shards(task, args.shards, teacher_dir)
     else:
-        task = pipeline.preflight(cfg)
+        task = preflight(cfg)
     with ray_session(cfg):
-        pipeline.check_cluster(cfg)
-        if args.shards:
-            shard_dir = args.shards
-        else:
-            teacher_dir, _ = pipeline.prepare_teacher(task)
-            shard_dir = pipeline.precompute(task, teacher_dir).shard_dir
-            manifest = pipeline.check_shards(task, shard_dir, teacher_dir)
-        summary = run_search(task, shard_dir, manifest, teacher_dir)
+        check_cluster(cfg)
+        if not args.shards:
+            teacher_dir = pipeline.prepare_teacher(task).dir
+            shards = pipeline.check_shards(task, pipeline.precompute(task, teacher_dir).shard_dir, teacher_dir)
+        summary = run_search(task, shards, teacher_dir)
     task.publish()
     logger.info("tune: results in %s", summary.output_dir)
     d = summary.as_dict()

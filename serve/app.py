@@ -47,7 +47,7 @@ def check_model_dir(model: str) -> str:
 
 def settings_from(cfg: Config) -> dict[str, Any]:
     s: ServeConfig = cfg.serve
-    return s.model_dump(mode="json") | {"model": check_model_dir(s.model), "use_gpu": cfg.train.use_gpu}
+    return s.model_dump(mode="json") | {"model": check_model_dir(s.model), "use_gpu": cfg.workers.use_gpu}
 
 
 def build_app(args: dict[str, str] | None = None) -> Application:
@@ -76,7 +76,7 @@ def bind(cfg: Config) -> Application:
         raise ConfigError(f"config error: serve.max_ongoing_requests={s['max_ongoing_requests']} is below "
                           f"serve.max_batch_size={s['max_batch_size']}, so batches could never fill; "
                           f"fix: set serve.max_ongoing_requests>={s['max_batch_size']}")
-    actor = {"num_cpus": s["cpus_per_replica"], "num_gpus": 1 if cfg.train.use_gpu else 0}
+    actor = {"num_cpus": s["cpus_per_replica"], "num_gpus": 1 if cfg.workers.use_gpu else 0}
     logs = {"enable_access_log": s["access_log"]}
     model = Classifier.options(num_replicas=s["num_replicas"], max_ongoing_requests=s["max_ongoing_requests"],
                                ray_actor_options=actor, logging_config=logs).bind(s)

@@ -65,13 +65,3 @@ def entrypoint(main: Callable[[list[str] | None], int]) -> Callable[[list[str] |
             return e.exit_code
     return wrapped
 
-
-def unwrap_user_error(exc: BaseException) -> UserError | None:
-    """A UserError raised inside a Ray task or worker arrives wrapped; find it."""
-    seen = set()
-    while exc is not None and id(exc) not in seen:
-        seen.add(id(exc))
-        if isinstance(exc, UserError):
-            return exc
-        exc = getattr(exc, "cause", None) or exc.__cause__ or exc.__context__
-    return None

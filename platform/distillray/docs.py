@@ -29,7 +29,7 @@ from distillray.config import Config
 REFERENCE = Path("docs/configuration.md")  # relative to the repo root, where the commands run
 START = "<!-- config-reference:start -->"
 END = "<!-- config-reference:end -->"
-NOTE = ("<!-- generated from platform/distillray/config.py by `python -m distillray.docs --write`: "
+NOTE = ("<!-- generated from platform/distillray/config/sections.py by `python -m distillray.docs --write`: "
         "edit the field docstrings there, not this table -->")
 WRITE_HINT = "run `python -m distillray.docs --write`"
 _BOUNDS = (("ge", ">="), ("gt", ">"), ("le", "<="), ("lt", "<"))

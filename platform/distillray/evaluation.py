@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from distillray.inference import Classifier, load_for_inference
+from distillray.inference import Predictor, load_for_inference
 
 
 def dir_size_bytes(path: str | Path) -> int:
@@ -49,7 +49,7 @@ def paired_comparison(pred: np.ndarray, baseline_pred: np.ndarray, labels: np.nd
     return {"only_this_right": a, "only_baseline_right": b, "mcnemar_p": p}
 
 
-def measure_speed(clfs: dict[str, Classifier], texts: list[str], rounds: int = 5, round_texts: int = 256,
+def measure_speed(clfs: dict[str, Predictor], texts: list[str], rounds: int = 5, round_texts: int = 256,
                   latency_samples: int = 100, throughput_batch: int = 64, seed: int = 0) -> dict[str, dict[str, Any]]:
     """latency_ms (median, batch 1) and throughput (examples/s at batch 64) of each model, measured
     side by side so that they can be compared on a shared, noisy machine.
@@ -130,15 +130,7 @@ def evaluate_dirs(models: dict[str, str | Path], texts: list[str], labels: np.nd
     return out
 
 
-def evaluate_dir(model_dir: str | Path, texts: list[str], labels: np.ndarray, label_names: list[str] | None = None,
-                 quantize: bool = False, max_length: int | None = None, speed: bool = True,
-                 threads: int | None = None) -> dict[str, Any]:
-    """`evaluate_dirs` for one model dir."""
-    return evaluate_dirs({"model": model_dir}, texts, labels, label_names, ("model",) if quantize else (),
-                         max_length, speed, threads)["model"]
-
-
-def _quantized_size(clf: Classifier) -> int:
+def _quantized_size(clf: Predictor) -> int:
     import io
 
     buf = io.BytesIO()

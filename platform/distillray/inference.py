@@ -61,7 +61,7 @@ def pick_device(use_gpu: bool) -> torch.device:
 
 
 @dataclass
-class Classifier:
+class Predictor:
     """A loaded model dir ready for predictions (used by evaluation and Serve)."""
 
     model: PreTrainedModel
@@ -111,7 +111,7 @@ def quantize_int8(model: PreTrainedModel) -> PreTrainedModel:
 
 
 def load_for_inference(model_dir: str | Path, max_length: int | None = None, use_gpu: bool = False,
-                       quantize: bool = False, allow_pickle: bool = False) -> Classifier:
+                       quantize: bool = False, allow_pickle: bool = False) -> Predictor:
     """Load an exported model dir (student or teacher) for predictions."""
     from distillray.models import load_classifier, load_tokenizer
 
@@ -124,5 +124,5 @@ def load_for_inference(model_dir: str | Path, max_length: int | None = None, use
     model.to(device)
     tok = load_tokenizer(model_dir)
     limit = max_length or min(getattr(model.config, "max_position_embeddings", 512), 512)
-    return Classifier(model=model, tokenizer=tok, max_length=limit, device=device,
+    return Predictor(model=model, tokenizer=tok, max_length=limit, device=device,
                       path=str(model_dir), quantized=quantize)

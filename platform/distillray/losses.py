@@ -13,9 +13,10 @@ huggingface/transformers' research_projects/distillation/distiller.py.
 from __future__ import annotations
 
 from dataclasses import dataclass
-
 import torch
 import torch.nn.functional as F
+
+from distillray.config import DistillConfig
 
 
 def kd_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor,
@@ -48,15 +49,25 @@ def mse_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor) -> torc
 
 @dataclass(frozen=True)
 class LossWeights:
-    temperature: float = 2.0
-    alpha_kd: float = 0.5
-    alpha_ce: float = 0.5
+    """The temperature and the weight of each term. The defaults are `distill.*`'s, in
+    `distillray.config.DistillConfig`: build them with `LossWeights.from_config(cfg.distill)`."""
+
+    temperature: float
+    alpha_kd: float
+    alpha_ce: float
     alpha_cos: float = 0.0
     alpha_mse: float = 0.0
 
-    @property
-    def needs_teacher(self) -> bool:
-        return self.alpha_kd > 0 or self.alpha_mse > 0 or self.alpha_cos > 0
+    @classmethod
+    def from_config(cls, distill: DistillConfig) -> LossWeights:
+        """The weights of the `distill` config section."""
+        return cls(temperature=distill.temperature, alpha_kd=distill.alpha_kd, alpha_ce=distill.alpha_ce,
+                   alpha_cos=distill.alpha_cos, alpha_mse=distill.alpha_mse)
+
+    @classmethod
+    def hard_labels(cls) -> LossWeights:
+        """Cross-entropy on the hard labels only: plain fine-tuning (the teacher's)."""
+        return cls.from_config(DistillConfig(alpha_kd=0.0, alpha_ce=1.0))
 
 
 def distill_loss(student_logits: torch.Tensor, labels: torch.Tensor, w: LossWeights,

@@ -3,7 +3,7 @@
 Inside `ray job submit`, RAY_ADDRESS points at the cluster and we join it. Otherwise a local
 instance starts with a few more logical CPUs than cores, so Ray Data's small read/write tasks
 and Tune's trial drivers are never starved by the CPU-bound train workers and teacher actors
-(a 2-core machine otherwise deadlocks: see shared/RAY_NOTES.md). Token authentication stays as
+(on a 2-core machine they otherwise deadlock waiting for each other). Token authentication stays as
 Ray sets it (on for clusters Ray 2.60 starts); the dashboard binds 127.0.0.1.
 """
 

@@ -22,7 +22,7 @@ import distill  # noqa: E402
 import train_student  # noqa: E402
 
 SMOKE = ["data.train=smoke", "data.dev=smoke", "data.text_column=sentence", "data.max_length=32",
-         "train.num_workers=2", "train.cpus_per_worker=1", "train.batch_size=16", "train.lr=2e-3",
+         "workers.num_workers=2", "workers.cpus_per_worker=1", "train.batch_size=16", "train.lr=2e-3",
          "train.log_every=4", "finetune.lr=2e-3", "finetune.batch_size=16", "finetune.epochs=3",
          "precompute.shard_rows=128", "run.num_cpus=4"]
 
@@ -34,7 +34,7 @@ def distilled(ray_local, tiny_teacher, tmp_path_factory):
     integration test uses plain local paths), so shards go through pyarrow's URI filesystem."""
     out = tmp_path_factory.mktemp("distill") / "run"
     args = [*SMOKE, f"teacher.model={tiny_teacher}", "teacher.finetune=true", "train.epochs=2",
-            "train.zero_stage=2", f"run.output_dir=file://{out}", f"precompute.cache_dir=file://{out.parent / 'cache'}"]
+            "workers.zero_stage=2", f"run.output_dir=file://{out}", f"precompute.cache_dir=file://{out.parent / 'cache'}"]
     assert distill.main(args) == 0
     return out, args
 
@@ -53,7 +53,7 @@ def test_distill_job_writes_a_complete_report(distilled):
                                                                              report["teacher"]["throughput_rounds"])])
     assert len(report["speedup_rounds"]) == 5 and len(report["student_int8"]["throughput_rounds"]) == 5
     assert "the speed-up per round ranged" in (out / "report.md").read_text()
-    assert report["config"]["train"]["zero_stage"] == 2
+    assert report["config"]["workers"]["zero_stage"] == 2
     assert report["dataset"]["train_rows"] == 512 and report["dataset"]["dev_rows"] == 128
     assert {"finetune_teacher", "precompute", "distill", "evaluate"} <= set(report["timings"])
     assert report["training"]["distill"]["steps"] == 2 * (512 // 16)
@@ -97,8 +97,8 @@ def test_zero3_from_the_same_shards_and_foreign_shards_refused(distilled, tiny_t
     out, args = distilled
     shard_dir = str((out / "logits").resolve())
     run = tmp_path / "z3"
-    base = [a for a in args if not a.startswith(("run.output_dir", "train.zero_stage", "train.epochs"))]
-    assert train_student.main(["--shards", shard_dir, *base, "train.zero_stage=3", "train.epochs=1",
+    base = [a for a in args if not a.startswith(("run.output_dir", "workers.zero_stage", "train.epochs"))]
+    assert train_student.main(["--shards", shard_dir, *base, "workers.zero_stage=3", "train.epochs=1",
                                f"run.output_dir={run}"]) == 0
     res = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert res["steps"] == 512 // 16 and (run / "student" / "model.safetensors").exists()
@@ -122,8 +122,8 @@ def test_killed_worker_resumes_from_checkpoint(distilled, tmp_path, capsys):
     shard_dir = str((out / "logits").resolve())
     run = tmp_path / "killed"
     base = [a for a in args if not a.startswith(("run.output_dir", "train.epochs"))]
-    argv = ["--shards", shard_dir, *base, "train.epochs=6", "train.checkpoint_every=16",
-            "train.max_failures=2", f"run.output_dir={run}"]
+    argv = ["--shards", shard_dir, *base, "train.epochs=6", "checkpoint.every=16",
+            "workers.max_failures=2", f"run.output_dir={run}"]
     result: dict = {}
     t = threading.Thread(target=lambda: result.setdefault("rc", train_student.main(argv)), daemon=True)
     t.start()

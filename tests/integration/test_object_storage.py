@@ -102,7 +102,7 @@ def distilled_on_s3(ray_local, tiny_teacher, s3, tmp_path_factory):
     out, cache = s3("runs/tiny"), s3("cache/logits")
     space = 'tune.space={"distill.alpha_kd": {"type": "grid", "values": [0.2, 0.8]}}'
     args = [*SMOKE, f"teacher.model={tiny_teacher}", "teacher.finetune=true", "train.epochs=1",
-            "train.zero_stage=2", f"run.output_dir={out}", f"precompute.cache_dir={cache}",
+            "workers.zero_stage=2", f"run.output_dir={out}", f"precompute.cache_dir={cache}",
             "tune.enabled=true", "tune.search=grid", "tune.max_concurrent=2", space]
     try:
         assert distill.main(args) == 0

@@ -22,8 +22,8 @@ import tune as tune_job  # noqa: E402
 # Tiny and short: 8 optimizer steps per trial, dev accuracy at step 4 and at the end (two Tune
 # iterations, so ASHA has a rung to stop trials at).
 SMOKE = ["data.train=smoke", "data.dev=smoke", "data.text_column=sentence", "data.max_length=32",
-         "train.num_workers=1", "train.cpus_per_worker=1", "train.batch_size=16", "train.lr=2e-3",
-         "train.max_steps=8", "train.eval_every=4", "train.log_every=4", "train.checkpoint_every=0",
+         "workers.num_workers=1", "workers.cpus_per_worker=1", "train.batch_size=16", "train.lr=2e-3",
+         "train.max_steps=8", "train.eval_every=4", "train.log_every=4", "checkpoint.every=0",
          "precompute.shard_rows=128", "run.num_cpus=4", "tune.max_concurrent=2"]
 GRID_T = 'tune.space={"distill.temperature": {"type": "grid", "values": [1e-40, 1, 2, 8]}}'
 
@@ -34,6 +34,7 @@ def prepared(ray_local, tiny_teacher, tmp_path_factory):
     teacher is deleted, so any trial that tried to load it would fail."""
     from distillray import pipeline
     from distillray.config import load_config
+    from distillray.preflight import preflight
     from distillray.tuning.search import prepare_init_dirs
 
     root = tmp_path_factory.mktemp("tune")
@@ -41,26 +42,26 @@ def prepared(ray_local, tiny_teacher, tmp_path_factory):
     shutil.copytree(tiny_teacher, teacher)
     args = [*SMOKE, f"teacher.model={teacher}", "teacher.finetune=false", f"run.output_dir={root / 'run'}",
             f"precompute.cache_dir={root / 'cache'}"]
-    task = pipeline.preflight(load_config(None, args))
-    teacher_dir, _ = pipeline.prepare_teacher(task)
+    task = preflight(load_config(None, args))
+    teacher_dir = pipeline.prepare_teacher(task).dir
     shards = pipeline.precompute(task, teacher_dir)
-    manifest = pipeline.check_shards(task, shards.shard_dir, teacher_dir)
+    checked = pipeline.check_shards(task, shards.shard_dir, teacher_dir)
     init_dirs = prepare_init_dirs(task, teacher_dir)
     for d in {teacher, task.out / "teacher"}:
         shutil.rmtree(d)
-    return {"root": root, "args": args, "task": task, "shard_dir": shards.shard_dir, "manifest": manifest,
+    return {"root": root, "args": args, "task": task, "shards": checked,
             "init_dirs": init_dirs, "teacher": teacher}
 
 
 def run(prepared, name: str, *overrides: str):
-    from distillray import pipeline
     from distillray.config import load_config
+    from distillray.preflight import Task
     from distillray.tuning.search import search
 
     p = prepared
     cfg = load_config(None, [*p["args"], f"run.output_dir={p['root'] / name}", *overrides])
-    task = pipeline.Task(cfg=cfg, train=None, dev=p["task"].dev, labels=p["task"].labels)
-    return search(task, p["shard_dir"], p["manifest"], p["init_dirs"])
+    task = Task(cfg=cfg, train=None, dev=p["task"].dev, labels=p["task"].labels)
+    return search(task, p["shards"], p["init_dirs"])
 
 
 def _read(path) -> str:

@@ -182,3 +182,47 @@ class _Recorder(logging.Handler):
 
     def emit(self, record: logging.LogRecord) -> None:
         self.messages.append(record.getMessage())
+
+
+def test_moved_keys_still_load_with_a_warning_naming_the_new_key(caplog):
+    import logging
+
+    with caplog.at_level(logging.WARNING, logger="distillray.config"):
+        cfg = load_config(None, ["train.num_workers=2", "train.checkpoint_every=7", "train.weight_decay=0.05",
+                                 "train.batch_size=32"])
+    assert (cfg.workers.num_workers, cfg.checkpoint.every, cfg.optim.weight_decay) == (2, 7, 0.05)
+    assert "train.num_workers is deprecated" in caplog.text and "use workers.num_workers" in caplog.text
+    assert "use checkpoint.every" in caplog.text and "use optim.weight_decay" in caplog.text
+
+
+def test_moved_keys_in_a_yaml_file_and_in_tune_space(tmp_path):
+    p = tmp_path / "old.yaml"
+    p.write_text("train:\n  zero_stage: 3\n  grad_accum: 2\n  epochs: 1\n"
+                 "tune:\n  space:\n    train.max_grad_norm: {type: choice, values: [0.5, 1.0]}\n")
+    cfg = load_config(str(p))
+    assert (cfg.workers.zero_stage, cfg.optim.grad_accum, cfg.train.epochs) == (3, 2, 1)
+    assert list(cfg.tune.space) == ["optim.max_grad_norm"]
+
+
+def test_every_moved_key_names_a_real_key():
+    from distillray.config import MOVED_KEYS
+    from distillray.config.tree import _known_keys
+
+    keys = _known_keys(Config)
+    assert all(new in keys and old not in keys for old, new in MOVED_KEYS.items())
+
+
+def test_old_and_new_key_both_set_name_the_new_key():
+    with pytest.raises(ConfigError, match="set only workers.num_workers"):
+        load_config(None, ["workers.num_workers=2", "train.num_workers=1"])
+
+
+def test_finetune_and_distillation_share_optim_workers_and_checkpoints():
+    from distillray.config import ScheduleConfig
+
+    cfg = load_config("demo")
+    assert ScheduleConfig.of(cfg.finetune) == ScheduleConfig(epochs=2, batch_size=32, lr=1e-4)
+    assert ScheduleConfig.of(cfg.train) == ScheduleConfig(epochs=2, batch_size=32, lr=2e-4)
+    assert (cfg.workers.num_workers, cfg.checkpoint.every) == (2, 50)
+    with pytest.raises(ConfigError, match="finetune.batch_size=31"):
+        load_config("demo", ["finetune.batch_size=31"])  # divides over the shared workers.num_workers

@@ -11,7 +11,8 @@ import pytest
 
 from conftest import REPO
 from distillray import docs
-from distillray.config import Config, _known_keys
+from distillray.config import Config
+from distillray.config.tree import _known_keys
 
 
 def test_reference_matches_the_config_tree():
@@ -22,7 +23,7 @@ def test_reference_matches_the_config_tree():
         pytest.fail(f"{docs.REFERENCE} has no configuration reference between {docs.START} and {docs.END}; "
                     f"{docs.WRITE_HINT} (then move the section where it belongs)")
     if found != docs.block():
-        pytest.fail(f"{docs.REFERENCE}'s configuration reference is out of date with distillray/config.py; "
+        pytest.fail(f"{docs.REFERENCE}'s configuration reference is out of date with distillray/config/sections.py; "
                     f"{docs.WRITE_HINT}")
 
 
@@ -43,7 +44,7 @@ def test_every_key_has_a_row_and_a_description():
     assert [r[0] for r in rows] == _known_keys(Config)
     undocumented = [key for key, _, _, desc in rows if not desc]
     assert not undocumented, (f"config keys without a description: {undocumented}; add a docstring "
-                              "line under each field in distillray/config.py")
+                              "line under each field in distillray/config/sections.py")
 
 
 def test_table_shows_types_bounds_and_defaults():

@@ -24,7 +24,7 @@ def test_working_dir_upload_holds_code_only(tmp_path):
     env = yaml.safe_load((REPO / "runtime_env.yaml").read_text())
     excludes = ray_constants.get_runtime_env_default_excludes() + env["excludes"]
     names = _uploaded(REPO, excludes, tmp_path)
-    assert {"jobs/distill.py", "pyproject.toml", "platform/distillray/config.py",
+    assert {"jobs/distill.py", "pyproject.toml", "platform/distillray/config/__init__.py",
             "platform/distillray/presets/demo.yaml"} <= set(names)
     for left_out in (".venv/", "venv/", "runs/", ".git/", "tests/", ".pytest_cache/", ".cache/", "bench/"):
         assert not [n for n in names if n.startswith(left_out)], left_out

@@ -3,6 +3,7 @@ import math
 import pytest
 import torch
 
+from distillray.config import DistillConfig
 from distillray.losses import LossWeights, ce_loss, cosine_loss, distill_loss, kd_loss, mse_loss
 
 
@@ -45,7 +46,7 @@ def test_weights_combine_terms():
 
 def test_finetune_weights_need_no_teacher_and_skip_zero_terms():
     s, y = torch.randn(4, 2, requires_grad=True), torch.tensor([0, 1, 1, 0])
-    total, terms = distill_loss(s, y, LossWeights(alpha_kd=0.0, alpha_ce=1.0))
+    total, terms = distill_loss(s, y, LossWeights.hard_labels())
     assert set(terms) == {"loss_ce"} and total.requires_grad
     with pytest.raises(ValueError, match="teacher_logits"):
-        distill_loss(s, y, LossWeights(alpha_kd=0.5, alpha_ce=0.5))
+        distill_loss(s, y, LossWeights.from_config(DistillConfig(alpha_kd=0.5, alpha_ce=0.5)))

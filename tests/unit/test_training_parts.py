@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 import torch
 
-from distillray.config import TrainConfig
+from distillray.config import OptimConfig, ScheduleConfig, TrainConfig, WorkersConfig
 from distillray.data.batches import bucketed_batches
 from distillray.distributed.engine import build_ds_config
 from distillray.training.loop import param_groups, steps_per_epoch, total_steps
@@ -21,8 +21,9 @@ def test_param_groups_no_decay_on_bias_and_layernorm(tiny_teacher):
 
 
 def test_ds_config_batch_math_and_cpu_precision():
-    t = TrainConfig(batch_size=32, grad_accum=2, num_workers=2, zero_stage=3, lr=1e-4, precision="auto")
-    c = build_ds_config(t, world_size=2, total_steps=100, on_gpu=False)
+    c = build_ds_config(ScheduleConfig(batch_size=32, lr=1e-4), OptimConfig(grad_accum=2),
+                        WorkersConfig(num_workers=2, zero_stage=3, precision="auto"),
+                        world_size=2, total_steps=100, on_gpu=False)
     assert c["train_micro_batch_size_per_gpu"] == 8 and c["gradient_accumulation_steps"] == 2
     assert c["train_batch_size"] == 32 and c["zero_optimization"]["stage"] == 3
     assert not c["bf16"]["enabled"] and not c["fp16"]["enabled"]
@@ -35,7 +36,8 @@ def test_ds_config_batch_math_and_cpu_precision():
 def test_ds_config_warms_up_at_least_one_step(ratio, steps):
     """4 steps x 0.1 rounds to 0 warm-up steps, which DeepSpeed's WarmupDecayLR rejects inside
     every worker; warmup_ratio=0 likewise."""
-    c = build_ds_config(TrainConfig(warmup_ratio=ratio), world_size=1, total_steps=steps, on_gpu=False)
+    c = build_ds_config(ScheduleConfig(), OptimConfig(warmup_ratio=ratio), WorkersConfig(), world_size=1,
+                        total_steps=steps, on_gpu=False)
     assert c["scheduler"]["params"]["warmup_num_steps"] == 1
     assert c["scheduler"]["params"]["total_num_steps"] == max(steps, 2)
 
@@ -63,8 +65,8 @@ def test_engine_uses_torch_fused_adamw_and_steps(tiny_teacher, gloo_rank0, zero_
 
     torch.manual_seed(0)
     model = load_classifier(tiny_teacher).train()
-    t = TrainConfig(batch_size=4, num_workers=1, zero_stage=zero_stage, lr=5e-3)
-    engine = setup_engine(model, param_groups(model, 0.01), build_ds_config(t, 1, 10, on_gpu=False))
+    t = ScheduleConfig(batch_size=4, lr=5e-3), OptimConfig(), WorkersConfig(num_workers=1, zero_stage=zero_stage)
+    engine = setup_engine(model, param_groups(model, 0.01), build_ds_config(*t, 1, 10, on_gpu=False))
     opt = engine.optimizer.optimizer  # ZeRO wraps the torch optimizer
     assert isinstance(opt, torch.optim.AdamW) and opt.defaults["fused"] is True
     assert sorted(g["weight_decay"] for g in opt.param_groups) == [0.0, 0.01]
@@ -122,8 +124,8 @@ def test_frozen_word_embeddings_stay_put_while_the_rest_trains(tiny_teacher, glo
     before = {n: p.detach().clone() for n, p in model.named_parameters()}
     groups = param_groups(model, 0.01)
     assert not emb.requires_grad and all(p is not emb for g in groups for p in g["params"])
-    t = TrainConfig(batch_size=4, num_workers=1, zero_stage=zero_stage, lr=5e-3)
-    engine = setup_engine(model, groups, build_ds_config(t, 1, 10, on_gpu=False))
+    t = ScheduleConfig(batch_size=4, lr=5e-3), OptimConfig(), WorkersConfig(num_workers=1, zero_stage=zero_stage)
+    engine = setup_engine(model, groups, build_ds_config(*t, 1, 10, on_gpu=False))
     _train_on_one_batch(engine, 3)
     params = list(engine.module.named_parameters())
     with deepspeed.zero.GatheredParameters([p for _, p in params], enabled=zero_stage == 3):

@@ -159,7 +159,7 @@ def run_precompute(cfg: Config, train: TextDataset, teacher_dir: str) -> Precomp
     old_manifest = shards.read_json(storage.join(out_dir, shards.MANIFEST))
     expected = {s["file"]: s["sha256"] for s in old_manifest["shards"]} if old_manifest else None
     found = shards.scan(out_dir, expected)
-    use_gpu = cfg.train.use_gpu if cfg.precompute.use_gpu is None else cfg.precompute.use_gpu
+    use_gpu = cfg.workers.use_gpu if cfg.precompute.use_gpu is None else cfg.precompute.use_gpu
     n_actors = _num_actors(cfg, use_gpu)
     blocks = _pending_blocks(train.to_arrow(), found.done_ids, cfg.precompute.shard_rows, n_actors)
     if old_manifest and not blocks and not found.removed:

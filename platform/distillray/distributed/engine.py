@@ -1,7 +1,7 @@
 """DeepSpeed: config, engine setup, collective checkpoints and a full-weight export.
 
 One place decides precision and backend from the hardware: bf16 on GPUs (fp32 master weights
-in the optimizer), fp32 on CPU; ZeRO stage 0-3 from `train.zero_stage`. The optimizer (AdamW,
+in the optimizer), fp32 on CPU; ZeRO stage 0-3 from `workers.zero_stage`. The optimizer (AdamW,
 weight decay on matrices only) and the warm-up + linear-decay schedule are DeepSpeed's, built
 from the config dict.
 """
@@ -14,7 +14,7 @@ from typing import Any
 
 import torch
 
-from distillray.config import TrainConfig
+from distillray.config import OptimConfig, ScheduleConfig, WorkersConfig
 
 logger = logging.getLogger(__name__)
 
@@ -22,42 +22,43 @@ CKPT_TAG = "ckpt"
 _STATE_KEY = "distillray_loop_state"  # DeepSpeed adds its own keys to client_state
 
 
-def resolve_precision(train: TrainConfig, on_gpu: bool) -> str:
-    if train.precision == "auto":
+def resolve_precision(workers: WorkersConfig, on_gpu: bool) -> str:
+    if workers.precision == "auto":
         return "bf16" if on_gpu and torch.cuda.is_bf16_supported() else "fp32"
-    if train.precision in ("bf16", "fp16") and not on_gpu:
+    if workers.precision in ("bf16", "fp16") and not on_gpu:
         return "fp32"  # CPU kernels for half precision training are slow or missing
-    return train.precision
+    return workers.precision
 
 
-def build_ds_config(train: TrainConfig, world_size: int, total_steps: int, on_gpu: bool) -> dict[str, Any]:
-    """The DeepSpeed config dict for one run. `train.batch_size` is the global batch."""
-    micro = train.batch_size // (world_size * train.grad_accum)
-    precision = resolve_precision(train, on_gpu)
+def build_ds_config(schedule: ScheduleConfig, optim: OptimConfig, workers: WorkersConfig, world_size: int,
+                    total_steps: int, on_gpu: bool) -> dict[str, Any]:
+    """The DeepSpeed config dict for one run. `schedule.batch_size` is the global batch."""
+    micro = schedule.batch_size // (world_size * optim.grad_accum)
+    precision = resolve_precision(workers, on_gpu)
     # DeepSpeed's WarmupDecayLR refuses 0 warm-up steps (a short run, or warmup_ratio=0): one step at least
-    warmup = max(1, int(round(train.warmup_ratio * total_steps)))
-    zero: dict[str, Any] = {"stage": train.zero_stage}
-    if train.zero_stage >= 2:
+    warmup = max(1, int(round(optim.warmup_ratio * total_steps)))
+    zero: dict[str, Any] = {"stage": workers.zero_stage}
+    if workers.zero_stage >= 2:
         zero.update(overlap_comm=on_gpu, contiguous_gradients=True, reduce_scatter=True)
-    if train.zero_stage == 3:
+    if workers.zero_stage == 3:
         zero.update(stage3_gather_16bit_weights_on_model_save=False)
     cfg: dict[str, Any] = {
-        "train_batch_size": train.batch_size,
+        "train_batch_size": schedule.batch_size,
         "train_micro_batch_size_per_gpu": micro,
-        "gradient_accumulation_steps": train.grad_accum,
+        "gradient_accumulation_steps": optim.grad_accum,
         "optimizer": {
             "type": "AdamW",
             # torch's fused AdamW kernel (CPU and CUDA): no JIT-compiled op, same code on both.
             # On CPU, DeepSpeed's torch_adam otherwise runs the per-tensor loop: for the 17M-param
             # student on 2 cores the bare AdamW step went 0.15 -> 0.02 s, and ZeRO-2's whole
             # optimizer step 0.31 -> 0.16 s.
-            "params": {"lr": train.lr, "betas": [0.9, 0.999], "eps": 1e-8,
-                       "weight_decay": train.weight_decay, "torch_adam": True, "adam_w_mode": True,
+            "params": {"lr": schedule.lr, "betas": [0.9, 0.999], "eps": 1e-8,
+                       "weight_decay": optim.weight_decay, "torch_adam": True, "adam_w_mode": True,
                        "fused": True},
         },
         "scheduler": {
             "type": "WarmupDecayLR",
-            "params": {"warmup_min_lr": 0.0, "warmup_max_lr": train.lr, "warmup_num_steps": warmup,
+            "params": {"warmup_min_lr": 0.0, "warmup_max_lr": schedule.lr, "warmup_num_steps": warmup,
                        "total_num_steps": max(total_steps, warmup + 1), "warmup_type": "linear"},
         },
         "zero_optimization": zero,
@@ -66,8 +67,8 @@ def build_ds_config(train: TrainConfig, world_size: int, total_steps: int, on_gp
         "steps_per_print": 1 << 30,
         "wall_clock_breakdown": False,
     }
-    if train.max_grad_norm > 0:
-        cfg["gradient_clipping"] = train.max_grad_norm
+    if optim.max_grad_norm > 0:
+        cfg["gradient_clipping"] = optim.max_grad_norm
     return cfg
 
 

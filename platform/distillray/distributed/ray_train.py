@@ -1,9 +1,12 @@
-"""Ray Train wiring: the driver-side `fit` that launches the one train loop on N workers, and
-the worker-side helpers the loop calls (context, data shards, report, checkpoints, export).
+"""Ray Train wiring: the driver-side `fit` that launches a train loop on N workers, and the
+worker-side helpers the loop calls (context, data shards, report, checkpoints).
+
+`fit` takes the loop as an argument, as `TorchTrainer` does, so this package never imports
+`distillray.training` (the loop imports the helpers here, not the other way round).
 
 Backend and devices come from config and hardware: gloo on CPU, NCCL on GPU. Checkpoints are
 DeepSpeed's, registered with Ray Train so a restarted worker group resumes from the latest one
-(`train.max_failures`).
+(`workers.max_failures`).
 """
 
 from __future__ import annotations
@@ -11,13 +14,14 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import time
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Callable
 
 import torch
 
 from distillray import storage
-from distillray.config import TrainConfig
+from distillray.config import WorkersConfig
 
 logger = logging.getLogger(__name__)
 
@@ -33,7 +37,7 @@ class WorkerContext:
     device: torch.device
 
 
-def worker_context(train: TrainConfig) -> WorkerContext:
+def worker_context(workers: WorkersConfig) -> WorkerContext:
     import ray.train
     import ray.train.torch
 
@@ -41,10 +45,10 @@ def worker_context(train: TrainConfig) -> WorkerContext:
 
     DataContext.get_current().enable_progress_bars = False  # one bar per worker per eval is noise
     ctx = ray.train.get_context()
-    device = ray.train.torch.get_device() if train.use_gpu else torch.device("cpu")
+    device = ray.train.torch.get_device() if workers.use_gpu else torch.device("cpu")
     if device.type == "cpu":
         # Ray reserves cpus_per_worker logical CPUs per worker: use that many threads, not all cores.
-        torch.set_num_threads(max(1, int(train.cpus_per_worker)))
+        torch.set_num_threads(max(1, int(workers.cpus_per_worker)))
     return WorkerContext(ctx.get_world_rank(), ctx.get_world_size(), device)
 
 
@@ -101,21 +105,19 @@ def dev_rows() -> dict[str, list] | None:
     return rows
 
 
-def export_model(model_init: str, state_dict: dict[str, torch.Tensor], export_dir: str) -> str:
-    """Write a plain Hugging Face model dir (safetensors, config, tokenizer) to local or remote
-    storage."""
-    from transformers import AutoModelForSequenceClassification
-
-    from distillray.models import load_tokenizer, model_config, save_model_dir
-
-    cfg = model_config(model_init)
-    model = AutoModelForSequenceClassification.from_config(cfg)
-    model.load_state_dict(state_dict, strict=True)
-    return save_model_dir(model, load_tokenizer(model_init), export_dir)
-
-
 # ---------------------------------------------------------------------------------------------
 # Driver side
+
+
+@dataclass(frozen=True)
+class FitOptions:
+    """How one Ray Train run is launched, beyond its config: its name in the dashboard (default:
+    `<run>-<stage>`), Ray Train callbacks (a Tune trial's report bridge), and the GPU share of
+    each worker (< 1 packs several runs on one GPU, as Tune trials do)."""
+
+    name: str | None = None
+    callbacks: list | None = None
+    gpus_per_worker: float = 1.0
 
 
 @dataclass
@@ -127,26 +129,33 @@ class FitResult:
     export_dir: str | None
     run_name: str
     storage_path: str
+    seconds: float = 0.0  # wall time of the stage that ran it
 
 
 def run_id(spec_dict: dict[str, Any]) -> str:
     """A short hash of what the run trains: same inputs resume the same Ray Train run, changed
     inputs start a new one (Ray Train V2 restores a run by name + storage path)."""
+    config = spec_dict["config"]
     keep = {k: v for k, v in spec_dict.items() if k != "config"}
-    keep["config"] = {k: v for k, v in spec_dict["config"].items() if k in ("distill", "student", "data")}
+    keep["config"] = {k: v for k, v in config.items() if k in ("distill", "student", "data", "optim", "workers",
+                                                                "checkpoint")}
+    # the run-wide part of `train` (cadence, shuffling, seed); each stage's schedule is in the spec
+    keep["config"]["train"] = {k: v for k, v in config["train"].items()
+                               if k not in spec_dict["schedule"] and k != "freeze_embeddings"}
     return hashlib.sha256(json.dumps(keep, sort_keys=True).encode()).hexdigest()[:8]
 
 
-def fit(spec, datasets: dict[str, Any], name: str, storage_path: str,
-        callbacks: list | None = None, gpus_per_worker: float = 1.0) -> FitResult:
-    """Run `train_loop_per_worker` on `train.num_workers` workers and wait for it.
+def fit(loop_fn: Callable[[dict[str, Any]], dict[str, Any] | None], spec: Any, datasets: dict[str, Any],
+        name: str, storage_path: str, callbacks: list | None = None, gpus_per_worker: float = 1.0) -> FitResult:
+    """Run `loop_fn(spec.to_dict())` on `workers.num_workers` workers and wait for it.
+
+    `spec` carries the run's plain data (`to_dict()`, `workers`, `stage`); `loop_fn` is the
+    per-worker entry point (`distillray.training.loop.train_loop_per_worker`).
     `gpus_per_worker` < 1 packs several runs on one GPU (Tune trials)."""
     from ray.train import CheckpointConfig, DataConfig, FailureConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchConfig, TorchTrainer
 
-    from distillray.training.loop import train_loop_per_worker
-
-    tcfg: TrainConfig = spec.train_cfg
+    tcfg: WorkersConfig = spec.workers
     spec_dict = spec.to_dict()
     resources = {"CPU": tcfg.cpus_per_worker}
     if tcfg.use_gpu:
@@ -154,7 +163,7 @@ def fit(spec, datasets: dict[str, Any], name: str, storage_path: str,
     storage_path, fs = storage.for_ray(storage_path)  # s3://, gs://: checkpoints go straight there
     run_name = f"{name}-{run_id(spec_dict)}"
     trainer = TorchTrainer(
-        train_loop_per_worker=train_loop_per_worker,
+        train_loop_per_worker=loop_fn,
         train_loop_config=spec_dict,
         scaling_config=ScalingConfig(num_workers=tcfg.num_workers, use_gpu=tcfg.use_gpu,
                                      resources_per_worker=resources),
@@ -172,10 +181,12 @@ def fit(spec, datasets: dict[str, Any], name: str, storage_path: str,
     )
     logger.info("%s: Ray Train run %s on %d worker(s) (%s)", spec.stage, run_name, tcfg.num_workers,
                 "GPU" if tcfg.use_gpu else "CPU")
+    t0 = time.time()
     result = trainer.fit()
     if result.error:
         raise result.error
     ret = result.return_value or {}
     return FitResult(history=ret.get("history", []), final=ret.get("final", {}),
                      steps=ret.get("steps", 0), resumes=ret.get("resumes", 0),
-                     export_dir=ret.get("export_dir"), run_name=run_name, storage_path=storage_path)
+                     export_dir=ret.get("export_dir"), run_name=run_name, storage_path=storage_path,
+                     seconds=time.time() - t0)

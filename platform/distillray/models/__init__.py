@@ -3,6 +3,7 @@ or DeepSpeed (those live in `distillray.distributed`)."""
 
 from distillray.models.hf import (
     content_hash,
+    export_model,
     is_finetuned_for,
     load_classifier,
     load_tokenizer,
@@ -17,6 +18,7 @@ __all__ = [
     "build_student",
     "content_hash",
     "default_layers",
+    "export_model",
     "freeze_word_embeddings",
     "is_finetuned_for",
     "layer_map",

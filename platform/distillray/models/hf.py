@@ -175,3 +175,11 @@ def save_model_dir(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, o
     if extra:
         (out / "distillray.json").write_text(json.dumps(extra, indent=2, sort_keys=True))
     return str(out)
+
+
+def export_model(model_init: str | Path, state_dict: dict[str, torch.Tensor], export_dir: str) -> str:
+    """Write a plain Hugging Face model dir (safetensors, config, tokenizer) to local or remote
+    storage: `model_init`'s architecture and tokenizer with the trained `state_dict`."""
+    model = AutoModelForSequenceClassification.from_config(model_config(model_init))
+    model.load_state_dict(state_dict, strict=True)
+    return save_model_dir(model, load_tokenizer(model_init), export_dir)

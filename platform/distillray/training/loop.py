@@ -1,5 +1,5 @@
 """The one train loop: teacher fine-tuning, distillation and every Tune trial, on one CPU or many
-GPUs. It runs inside each Ray Train worker (see `distillray.distributed.ray_train.fit`).
+GPUs. It runs inside each Ray Train worker: `distillray.distributed.ray_train.fit(train_loop_per_worker, spec, ...)`.
 
 What differs between uses is data, not code: a distillation run's rows carry teacher logits and
 the loss weights use them; a fine-tuning run's rows do not and only `alpha_ce` is on. The loop
@@ -22,7 +22,7 @@ from typing import Any, Iterator
 import numpy as np
 import torch
 
-from distillray.config import Config, TrainConfig
+from distillray.config import Config, ScheduleConfig, WorkersConfig
 from distillray.data.batches import bucketed_batches, collate, to_device
 from distillray.losses import LossWeights, distill_loss
 from distillray.metrics import record_train
@@ -51,7 +51,8 @@ class LoopSpec:
 
     config: dict[str, Any]  # Config.to_dict() of the run
     stage: str  # "finetune" | "distill" (names metrics and checkpoints)
-    train: dict[str, Any]  # the effective TrainConfig (finetune knobs already applied)
+    schedule: dict[str, Any]  # this stage's ScheduleConfig (train or finetune)
+    freeze_embeddings: bool  # train.freeze_embeddings for the student; never for the teacher
     weights: dict[str, float]  # LossWeights fields
     model_init: str  # HF model dir the run starts from
     export_dir: str | None  # where rank 0 writes the final model (None: do not export)
@@ -65,16 +66,20 @@ class LoopSpec:
         return cls(**d)
 
     @property
-    def train_cfg(self) -> TrainConfig:
-        return TrainConfig.model_validate(self.train)
+    def schedule_cfg(self) -> ScheduleConfig:
+        return ScheduleConfig.model_validate(self.schedule)
+
+    @property
+    def workers(self) -> WorkersConfig:
+        return WorkersConfig.model_validate(self.config["workers"])
 
 
-def steps_per_epoch(train_rows: int, train: TrainConfig) -> int:
+def steps_per_epoch(train_rows: int, train: ScheduleConfig) -> int:
     """Optimizer steps per epoch: full global batches only, the same count on every worker."""
     return max(1, train_rows // train.batch_size)
 
 
-def total_steps(train_rows: int, train: TrainConfig) -> int:
+def total_steps(train_rows: int, train: ScheduleConfig) -> int:
     n = steps_per_epoch(train_rows, train) * train.epochs
     return min(n, train.max_steps) if train.max_steps else n
 
@@ -163,40 +168,42 @@ def _windows(it, micro: int, window_batches: int, shuffle_buffer: int, seed: int
 
 def train_loop_per_worker(spec_dict: dict[str, Any]) -> dict[str, Any] | None:
     """Ray Train entry point (runs on every worker)."""
-    from distillray.distributed import engine as ds
-    from distillray.distributed import ray_train as rt
+    from distillray.distributed import engine as deepspeed_engine
+    from distillray.distributed import ray_train
+    from distillray.models import export_model
 
     spec = LoopSpec.from_dict(spec_dict)
     cfg = Config.from_dict(spec.config)
-    tcfg = spec.train_cfg
+    sched, optim, run = spec.schedule_cfg, cfg.optim, cfg.train  # run: cadence, shuffling, seed
     w = LossWeights(**spec.weights)
-    wc = rt.worker_context(tcfg)
-    torch.manual_seed(tcfg.seed)
-    log = rt.rank0_logger(wc.rank)
+    wc = ray_train.worker_context(cfg.workers)
+    torch.manual_seed(run.seed)
+    log = ray_train.rank0_logger(wc.rank)
 
-    model = setup_model(spec.model_init, tcfg.freeze_embeddings)
-    if tcfg.freeze_embeddings:
+    model = setup_model(spec.model_init, spec.freeze_embeddings)
+    if spec.freeze_embeddings:
         log.info("%s: train.freeze_embeddings: %d parameters stay as loaded", spec.stage,
                  sum(p.numel() for p in model.parameters() if not p.requires_grad))
     pad_id = model.config.pad_token_id or 0
-    n_steps = total_steps(spec.train_rows, tcfg)
-    per_epoch = steps_per_epoch(spec.train_rows, tcfg)
-    micro = tcfg.batch_size // (wc.world * tcfg.grad_accum)
-    ds_config = ds.build_ds_config(tcfg, wc.world, n_steps, wc.device.type == "cuda")
-    engine = ds.setup_engine(model, param_groups(model, tcfg.weight_decay), ds_config)
+    n_steps = total_steps(spec.train_rows, sched)
+    per_epoch = steps_per_epoch(spec.train_rows, sched)
+    micro = sched.batch_size // (wc.world * optim.grad_accum)
+    ds_config = deepspeed_engine.build_ds_config(sched, optim, cfg.workers, wc.world, n_steps,
+                                                 wc.device.type == "cuda")
+    engine = deepspeed_engine.setup_engine(model, param_groups(model, optim.weight_decay), ds_config)
 
     state = LoopState()
-    ckpt = rt.get_checkpoint()
+    ckpt = ray_train.get_checkpoint()
     if ckpt is not None:
         with ckpt.as_directory() as d:
-            saved = ds.load_checkpoint(engine, d)
+            saved = deepspeed_engine.load_checkpoint(engine, d)
         state = LoopState(**{**saved, "resumes": saved.get("resumes", 0) + 1})
         log.info("%s: resumed from checkpoint at step %d (epoch %d, %d micro-batches in)",
                  spec.stage, state.step, state.epoch, state.micro_in_epoch)
 
-    dev_rows = rt.dev_rows()
-    train_it = rt.train_iterator()
-    eval_every = tcfg.eval_every or per_epoch
+    dev_rows = ray_train.dev_rows()
+    train_it = ray_train.train_iterator()
+    eval_every = run.eval_every or per_epoch
     window_t0, window_rows, window_step = time.time(), 0, state.step
 
     def report(metrics: dict[str, Any], with_checkpoint: bool) -> None:
@@ -205,18 +212,18 @@ def train_loop_per_worker(spec_dict: dict[str, Any]) -> dict[str, Any] | None:
             state.history.append(metrics)
             record_train(metrics, spec.stage, cfg.run_name)  # dashboard / Prometheus gauges
         if not with_checkpoint:
-            rt.report(metrics)
+            ray_train.report(metrics)
             return
         with tempfile.TemporaryDirectory(prefix="distillray-ckpt-") as tmp:
             client = asdict(state)
-            ds.save_checkpoint(engine, tmp, client)
-            rt.report(metrics, checkpoint_dir=tmp)
+            deepspeed_engine.save_checkpoint(engine, tmp, client)
+            ray_train.report(metrics, checkpoint_dir=tmp)
 
-    while state.step < n_steps and state.epoch < tcfg.epochs:
+    while state.step < n_steps and state.epoch < sched.epochs:
         batches = bucketed_batches(
-            _windows(train_it, micro, 32, tcfg.shuffle_buffer, tcfg.seed + state.epoch),
-            micro, seed=tcfg.seed * 1000 + state.epoch, pad_id=pad_id)
-        micro_limit = per_epoch * tcfg.grad_accum
+            _windows(train_it, micro, 32, run.shuffle_buffer, run.seed + state.epoch),
+            micro, seed=run.seed * 1000 + state.epoch, pad_id=pad_id)
+        micro_limit = per_epoch * optim.grad_accum
         for k, batch in enumerate(batches):
             if k < state.micro_in_epoch:
                 continue  # resuming mid-epoch: skip what was already trained on
@@ -225,13 +232,14 @@ def train_loop_per_worker(spec_dict: dict[str, Any]) -> dict[str, Any] | None:
             out = train_step(engine, to_device(batch, wc.device), w)
             state.micro_in_epoch = k + 1
             window_rows += len(batch["labels"]) * wc.world
-            if (k + 1) % tcfg.grad_accum:
+            if (k + 1) % optim.grad_accum:
                 continue  # not an optimizer step yet
             state.step += 1
             last = state.step == n_steps
-            do_log = state.step % tcfg.log_every == 0 or last
+            do_log = state.step % run.log_every == 0 or last
             do_eval = state.step % eval_every == 0 and not last  # the last eval comes below
-            do_ckpt = bool(tcfg.checkpoint_every) and state.step % tcfg.checkpoint_every == 0
+            every = cfg.checkpoint.every
+            do_ckpt = bool(every) and state.step % every == 0
             if not (do_log or do_eval or do_ckpt):
                 continue
             check_finite(out["loss"], spec.stage, state.step, float(engine.get_lr()[0]))
@@ -251,10 +259,10 @@ def train_loop_per_worker(spec_dict: dict[str, Any]) -> dict[str, Any] | None:
         state.micro_in_epoch = 0
 
     final = evaluate(engine, dev_rows, micro, pad_id, wc.rank, wc.world, wc.device)
-    weights = ds.full_state_dict(engine)
+    weights = deepspeed_engine.full_state_dict(engine)
     export = None
     if wc.rank == 0 and spec.export_dir:
-        export = rt.export_model(spec.model_init, weights, spec.export_dir)
+        export = export_model(spec.model_init, weights, spec.export_dir)
     report({**final, "final": True}, with_checkpoint=True)
     if wc.rank == 0:
         return {"history": state.history, "final": final, "steps": state.step,
