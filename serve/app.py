@@ -101,11 +101,13 @@ def main(argv: list[str] | None = None) -> int:
     if args.model:
         cfg = load_config(args.config, [*args.overrides, f"serve.model={args.model}"])
     app = bind(cfg)  # validates before any Ray work
-    stop = threading.Event()
     with local_serve(cfg, cfg.serve.port):  # returns once Serve, and any HAProxy of it, has stopped
-        for sig in (signal.SIGINT, signal.SIGTERM):  # after ray.init, which sets its own SIGTERM handler
-            signal.signal(sig, lambda *_: stop.set())
         serve.run(app, name=APP_NAME, route_prefix="/")
+        # Until here a signal unwinds through local_serve's cleanup as an exception (Ray's SIGTERM
+        # handler exits, SIGINT interrupts); from here it ends the wait below.
+        stop = threading.Event()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(sig, lambda *_: stop.set())
         url = f"http://{cfg.serve.host}:{cfg.serve.port}"
         print(f"serving {cfg.serve.model} at {url}/v1/classify (docs: {url}/docs); Ctrl-C stops", flush=True)
         stop.wait()
