@@ -14,6 +14,8 @@ import json
 import sys
 from pathlib import Path
 
+import _preflight  # noqa: F401  first: one line and exit 2 if this python lacks distillray's dependencies
+
 from distillray import cli
 from distillray.data.text import LabelSet, load_split, resolve_source
 from distillray.errors import ConfigError

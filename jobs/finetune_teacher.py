@@ -9,6 +9,8 @@ from __future__ import annotations
 import json
 import sys
 
+import _preflight  # noqa: F401  first: one line and exit 2 if this python lacks distillray's dependencies
+
 from distillray import cli, pipeline
 from distillray.preflight import check_cluster, preflight
 from distillray.ray_utils import ray_session

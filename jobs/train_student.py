@@ -12,6 +12,8 @@ from __future__ import annotations
 import json
 import sys
 
+import _preflight  # noqa: F401  first: one line and exit 2 if this python lacks distillray's dependencies
+
 from distillray import cli, pipeline
 from distillray.data.shards import load_manifest
 from distillray.errors import ConfigError

@@ -18,6 +18,8 @@ import json
 import logging
 import sys
 
+import _preflight  # noqa: F401  first: one line and exit 2 if this python lacks distillray's dependencies
+
 from distillray import cli, pipeline
 from distillray.config import set_key
 from distillray.data.shards import load_manifest

@@ -9,7 +9,10 @@ from __future__ import annotations
 import json
 import logging
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
 
 logger = logging.getLogger(__name__)
 
@@ -135,25 +138,40 @@ def plot_curves(out: Path, histories: dict[str, list[dict[str, Any]]]) -> list[s
 
 def plot_tradeoff(out: Path, evals: dict[str, dict[str, Any]], trials: list[dict[str, Any]] | None = None) -> str:
     """Accuracy against throughput: teacher, student, int8 student (and Tune trials' accuracy)."""
+    import matplotlib.pyplot as plt
+
+    fig = tradeoff_figure(evals, trials)
+    name = "accuracy_vs_throughput.png"
+    fig.savefig(out / name, dpi=90)
+    plt.close(fig)
+    return name
+
+
+def tradeoff_figure(evals: dict[str, dict[str, Any]], trials: list[dict[str, Any]] | None = None) -> Figure:
+    """The figure `plot_tradeoff` saves: every label inside the axes, the legend beside them."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(6, 4))
+    fig, ax = plt.subplots(figsize=(7.2, 4))
+    xs = [e["throughput"] for e in evals.values()]
+    middle = (min(xs) + max(xs)) / 2
     for name, e in evals.items():
         ax.scatter(e["throughput"], e["accuracy"], s=60, label=name)
-        ax.annotate(name, (e["throughput"], e["accuracy"]), textcoords="offset points", xytext=(5, 5))
+        # Each label on the inner side of its point, so the rightmost one stays inside the axes.
+        inner_left = e["throughput"] > middle
+        ax.annotate(name, (e["throughput"], e["accuracy"]), textcoords="offset points",
+                    xytext=(-7 if inner_left else 7, 6), ha="right" if inner_left else "left", va="bottom")
     if trials and "student" in evals:
         accs = [tr["dev_accuracy"] for tr in trials if tr.get("dev_accuracy") is not None]
         ax.scatter([evals["student"]["throughput"]] * len(accs), accs, marker="x", alpha=0.5, label="Tune trials")
+    ax.margins(x=0.12, y=0.15)  # room for the labels above the highest and outermost points
     ax.set(xlabel="throughput (examples/s, batch 64)", ylabel="dev accuracy", title="accuracy vs speed")
-    ax.legend(loc="lower right", fontsize=8)
+    # Outside the axes: a legend inside covers whichever point sits in its corner.
+    ax.legend(loc="upper left", bbox_to_anchor=(1.02, 1.0), borderaxespad=0, fontsize=8)
     fig.tight_layout()
-    name = "accuracy_vs_throughput.png"
-    fig.savefig(out / name, dpi=90)
-    plt.close(fig)
-    return name
+    return fig
 
 
 def write_report(out: Path, report: dict[str, Any], histories: dict[str, list[dict[str, Any]]],
