@@ -8,12 +8,14 @@ everything to 128 would waste ~90 % of the compute).
 from __future__ import annotations
 
 import logging
+import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
-from transformers import PreTrainedModel, PreTrainedTokenizerBase
+from transformers import PretrainedConfig, PreTrainedModel, PreTrainedTokenizerBase
 
 logger = logging.getLogger(__name__)
 
@@ -72,6 +74,10 @@ class Classifier:
     quantized: bool = False
 
     @property
+    def config(self) -> PretrainedConfig:
+        return self.model.config
+
+    @property
     def labels(self) -> list[str]:
         return [self.model.config.id2label[i] for i in range(self.model.config.num_labels)]
 
@@ -126,3 +132,59 @@ def load_for_inference(model_dir: str | Path, max_length: int | None = None, use
     limit = max_length or min(getattr(model.config, "max_position_embeddings", 512), 512)
     return Classifier(model=model, tokenizer=tok, max_length=limit, device=device,
                       path=str(model_dir), quantized=quantize)
+
+
+@dataclass
+class OnnxClassifier:
+    """A model dir's ONNX export (`distillray.models.onnx`) in ONNX Runtime on CPU, with
+    `Classifier`'s interface, so that evaluation and the benchmarks can use either."""
+
+    session: Any  # onnxruntime.InferenceSession
+    tokenizer: PreTrainedTokenizerBase
+    config: PretrainedConfig
+    max_length: int
+    path: str
+    variant: str
+    num_params: int
+
+    @property
+    def labels(self) -> list[str]:
+        return [self.config.id2label[i] for i in range(self.config.num_labels)]
+
+    def predict_proba(self, texts: list[str], batch_size: int = 64) -> np.ndarray:
+        """Class probabilities (rows, num_labels) for raw texts: the same tokenisation and
+        length-sorted, padded-to-the-longest batches as `Classifier.predict_proba`."""
+        from distillray.models.onnx import onnx_logits
+
+        seqs = encode(self.tokenizer, texts, self.max_length)
+        logits = onnx_logits(self.session, seqs, batch_size, self.tokenizer.pad_token_id or 0)
+        return softmax(logits)
+
+    def predict(self, texts: list[str], batch_size: int = 64) -> np.ndarray:
+        """Predicted label ids (rows,)."""
+        return self.predict_proba(texts, batch_size).argmax(-1)
+
+
+def softmax(logits: np.ndarray) -> np.ndarray:
+    """Row-wise softmax of (rows, num_labels) logits, float32."""
+    z = np.exp(logits - logits.max(-1, keepdims=True))
+    return (z / z.sum(-1, keepdims=True)).astype(np.float32)
+
+
+def load_onnx_for_inference(model_dir: str | Path, variant: str = "fp32", max_length: int | None = None,
+                            threads: int | None = None) -> OnnxClassifier:
+    """Load a model dir's ONNX export (variant: fp32, int8-dynamic, int8-static) in ONNX Runtime,
+    with `threads` intra-op threads (default: every core this process may use)."""
+    import onnx
+
+    from distillray.models import load_tokenizer, model_config
+    from distillray.models.onnx import onnx_path, onnx_session
+
+    path = onnx_path(model_dir, variant)
+    session = onnx_session(path, threads or len(os.sched_getaffinity(0)))
+    cfg = model_config(model_dir)
+    graph = onnx.load(str(path), load_external_data=False).graph
+    params = sum(int(np.prod(t.dims)) for t in graph.initializer)
+    limit = max_length or min(getattr(cfg, "max_position_embeddings", 512), 512)
+    return OnnxClassifier(session=session, tokenizer=load_tokenizer(model_dir), config=cfg, max_length=limit,
+                          path=str(model_dir), variant=variant, num_params=params)
