@@ -178,9 +178,9 @@ def load_onnx_for_inference(model_dir: str | Path, variant: str = "fp32", max_le
     import onnx
 
     from distillray.models import load_tokenizer, model_config
-    from distillray.models.onnx import onnx_path, onnx_session
+    from distillray.models.onnx import onnx_session, require_onnx
 
-    path = onnx_path(model_dir, variant)
+    path = require_onnx(model_dir, variant)
     session = onnx_session(path, threads or len(os.sched_getaffinity(0)))
     cfg = model_config(model_dir)
     graph = onnx.load(str(path), load_external_data=False).graph

@@ -27,6 +27,7 @@ from distillray.models.onnx import (
 from tiny import make_tiny_bert
 
 sys.path.insert(0, str(REPO / "jobs"))
+import evaluate  # noqa: E402
 import export_onnx  # noqa: E402
 
 TEXTS = [f"a {'really ' * (i % 9)}good film number {i}" if i % 2 else f"a dull, slow film {i}" for i in range(60)]
@@ -68,7 +69,8 @@ def test_int8_variants_agree_with_fp32(exported):
         assert figures[variant]["argmax_agreement_vs_fp32"] >= 0.9, figures[variant]
     assert figures["int8-static"]["calibration_rows"] == 30
     # the figure is the share of rows predicting the same class
-    assert argmax_agreement(np.array([[0, 1], [1, 0], [2, 0]]), np.array([[0, 1], [0, 1], [3, 1]])) == pytest.approx(2 / 3)
+    same = argmax_agreement(np.array([[0, 1], [1, 0], [2, 0]]), np.array([[0, 1], [0, 1], [3, 1]]))
+    assert same == pytest.approx(2 / 3)
 
 
 def test_predictor_matches_torch(exported):
@@ -79,8 +81,8 @@ def test_predictor_matches_torch(exported):
     assert onnx_clf.session.get_session_options().intra_op_num_threads == 1
     texts = TEXTS[:5]
     for batch_size in (1, 2, 64):
-        np.testing.assert_allclose(onnx_clf.predict_proba(texts, batch_size), torch_clf.predict_proba(texts, batch_size),
-                                   atol=1e-4, rtol=0)
+        np.testing.assert_allclose(onnx_clf.predict_proba(texts, batch_size),
+                                   torch_clf.predict_proba(texts, batch_size), atol=1e-4, rtol=0)
     assert (onnx_clf.predict(texts) == torch_clf.predict(texts)).all()
 
 
@@ -97,10 +99,20 @@ def test_evaluate_onnx_backends_side_by_side(exported):
 
 def test_missing_export_is_one_line_error(tmp_path):
     model_dir = make_tiny_bert(tmp_path / "plain", layers=1)
-    with pytest.raises(ModelError, match="no ONNX model there; fix: export it first"):
+    with pytest.raises(ModelError, match=r"no ONNX export \(fp32\) there; fix: export it first \(python jobs/export"):
         load_onnx_for_inference(model_dir)
     with pytest.raises(ModelError, match="ONNX variant 'int4' is unknown"):
         onnx_path(model_dir, "int4")
+
+
+def test_evaluate_job_onnx_without_export(tmp_path, capsys):
+    model_dir = make_tiny_bert(tmp_path / "plain", layers=1)
+    dev = tmp_path / "dev.tsv"
+    dev.write_text("label\ttext\n0\tx\n1\ty\n")
+    capsys.readouterr()  # the tiny model's save progress bar
+    assert evaluate.main(["--model", str(model_dir), "--onnx", f"data.dev={dev}"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and "jobs/export_onnx.py --model" in err and err.count("\n") == 1
 
 
 def test_export_job_bad_dir(tmp_path, capsys):
@@ -117,8 +129,8 @@ def test_export_job_prints_figures(tmp_path, capsys):
     model_dir = make_tiny_bert(tmp_path / "m", layers=1, label_names=["negative", "positive"])
     data = tmp_path / "d.tsv"
     data.write_text("label\ttext\n" + "".join(f"{y}\t{t}\n" for t, y in zip(TEXTS, LABELS)))
-    assert export_onnx.main(["--model", str(model_dir), f"data.train={data}", f"data.dev={data}", "data.labels=[0,1]",
-                             "data.label_names=[negative,positive]", "--no-int8", "data.max_length=64"]) == 0
+    assert export_onnx.main(["--model", str(model_dir), "--no-int8", f"data.train={data}", f"data.dev={data}",
+                             "data.labels=[0,1]", "data.label_names=[negative,positive]", "data.max_length=64"]) == 0
     out = json.loads(capsys.readouterr().out)
     assert set(out) == {"fp32"} and out["fp32"]["max_abs_logit_diff_vs_torch"] <= PARITY_TOL
     assert ort.InferenceSession(out["fp32"]["path"], providers=["CPUExecutionProvider"])
