@@ -20,8 +20,12 @@ import time
 from datetime import datetime, timezone
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).parent))
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
 from common import REPO, machine, save, sst2_or_exit, table  # noqa: E402
+
+# this file is named onnx.py: with its dir on the path, `import onnx` (inside ONNX Runtime) would find it
+sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != HERE]
 
 TEACHER = "teacher torch fp32"
 STUDENT = ("student torch fp32", "student torch int8 dynamic", "student ORT fp32", "student ORT int8 dynamic",

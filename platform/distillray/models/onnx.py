@@ -86,7 +86,9 @@ def export_onnx(model_dir: str | Path, opset: int | None = None) -> Path:
 
 def onnx_session(path: str | Path, threads: int | None = None) -> ort.InferenceSession:
     """An ONNX Runtime CPU session: `threads` intra-op threads (default: ORT's, one per core), all
-    graph optimisations, operators run one after another (a BERT graph is a chain)."""
+    graph optimisations, operators run one after another (a BERT graph is a chain). Idle threads
+    sleep instead of spinning: on a shared node (or beside torch, timed in alternation) a spinning
+    pool burns the cores the next call needs."""
     if not Path(path).is_file():
         raise ModelError(f"{path}: no ONNX model there; fix: export it first "
                          "(python jobs/export_onnx.py --model <model dir>)")
@@ -94,6 +96,7 @@ def onnx_session(path: str | Path, threads: int | None = None) -> ort.InferenceS
     opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
     opts.inter_op_num_threads = 1
+    opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
     if threads:
         opts.intra_op_num_threads = threads
     return ort.InferenceSession(str(path), sess_options=opts, providers=["CPUExecutionProvider"])
