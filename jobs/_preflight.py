@@ -19,7 +19,7 @@ import sys
 # Import names of the [project] dependencies in pyproject.toml that the jobs use, and the library
 # itself (a unit test keeps this in step with pyproject.toml).
 REQUIRED = ("distillray", "ray", "torch", "transformers", "datasets", "deepspeed", "pyarrow",
-            "pydantic", "yaml", "safetensors", "matplotlib")
+            "pydantic", "yaml", "safetensors", "matplotlib", "onnx", "onnxscript", "onnxruntime")
 
 FIX = ("fix: start Ray from the project's environment (`source .venv/bin/activate`, then `ray "
        "start`: a job runs the `python` on the PATH of the shell that started Ray), or install the "

@@ -1,11 +1,13 @@
 """Evaluate an exported model dir on a dev file: accuracy (macro-F1 for >2 classes), params,
 size on disk, latency at batch 1 and throughput at batch 64, as JSON.
 
-    python jobs/evaluate.py --model runs/demo/student --config sst2 [--int8] [--baseline runs/demo/teacher]
+    python jobs/evaluate.py --model runs/demo/student --config sst2 [--int8] [--onnx] [--baseline runs/demo/teacher]
 
 With --baseline, both models (and the int8 one) are timed side by side, in alternation, and the
 output adds `retention` and `speedup` against the baseline, and `vs_baseline`: the dev examples
 only one of the two gets right and McNemar's exact p-value (is an accuracy gap beyond chance?).
+With --onnx, the model's ONNX export (written by jobs/export_onnx.py) also runs in ONNX Runtime:
+`onnx`, and with --int8 `onnx_int8` (dynamic) and `onnx_int8_static`, timed with the others.
 """
 
 from __future__ import annotations
@@ -28,6 +30,8 @@ def main(argv: list[str] | None = None) -> int:
     p = cli.parser(__doc__.splitlines()[0])
     p.add_argument("--model", required=True, help="exported model dir (student or teacher)")
     p.add_argument("--int8", action="store_true", help="also evaluate int8 dynamic quantisation (CPU)")
+    p.add_argument("--onnx", action="store_true", help="also evaluate the ONNX export in ONNX Runtime "
+                                                       "(run jobs/export_onnx.py first)")
     p.add_argument("--no-speed", action="store_true", help="accuracy only, skip latency/throughput")
     p.add_argument("--baseline", default=None, help="a model dir to compare with (e.g. the teacher): adds "
                                                      "retention and speedup, timed side by side")
@@ -37,19 +41,26 @@ def main(argv: list[str] | None = None) -> int:
     mcfg = model_config(args.model)
     if args.baseline:
         model_config(args.baseline)  # a bad dir fails here, before the data is read
+    onnx = ({"onnx": "fp32"} | ({"onnx_int8": "int8-dynamic", "onnx_int8_static": "int8-static"} if args.int8 else {})
+            if args.onnx else {})
+    if onnx:
+        from distillray.models.onnx import require_onnx  # onnxruntime loads slowly: only when asked for
+
+        for variant in onnx.values():
+            require_onnx(args.model, variant)
     names = [mcfg.id2label[i] for i in range(mcfg.num_labels)]
     raw = [str(v) for v in cfg.data.labels] if cfg.data.labels else names
     labels = LabelSet(raw=raw, names=names)
     dev, _ = load_split(resolve_source(cfg.data.dev, Path(cfg.run.output_dir), "dev"), cfg.data, labels,
                         cfg.data.dev_max_rows)
-    models = {"fp32": args.model} | ({"int8": args.model} if args.int8 else {}) \
+    models = {"fp32": args.model} | ({"int8": args.model} if args.int8 else {}) | {n: args.model for n in onnx} \
         | ({"baseline": args.baseline} if args.baseline else {})
     out = evaluate_dirs(models, dev.texts, dev.labels, names if args.baseline else None, quantized=("int8",),
                         max_length=cfg.data.max_length, speed=not args.no_speed,
-                        compare_to="baseline" if args.baseline else None)
+                        compare_to="baseline" if args.baseline else None, onnx=onnx)
     if args.baseline:
         b = out["baseline"]
-        for name in [n for n in ("fp32", "int8") if n in out]:
+        for name in [n for n in out if n != "baseline"]:
             out[name]["retention"] = out[name]["accuracy"] / b["accuracy"] if b["accuracy"] else None
             if not args.no_speed:
                 out[name]["speedup"] = out[name]["throughput"] / b["throughput"]

@@ -42,7 +42,7 @@ def parse(p: argparse.ArgumentParser, argv: list[str] | None) -> tuple[argparse.
 def setup_logging(level: str = "INFO") -> None:
     logging.basicConfig(level=getattr(logging, level), format="%(asctime)s %(levelname)s %(name)s: %(message)s",
                         datefmt="%H:%M:%S", force=True)
-    for noisy in ("transformers", "datasets", "DeepSpeed", "deepspeed", "filelock", "urllib3"):
+    for noisy in ("transformers", "datasets", "DeepSpeed", "deepspeed", "filelock", "urllib3", "onnx_ir", "onnxscript"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     try:

@@ -2,8 +2,9 @@
 
 Latency is the median over single-text requests (batch 1, what an interactive caller sees);
 throughput is examples/s at batch 64 over dev texts (what a batch job or a batching server sees),
-the median of several rounds. Both run with torch using every core of this machine; models that
-are compared (teacher, student, int8 student) are timed in alternation, never one after the other.
+the median of several rounds. Both run with torch (or ONNX Runtime, for ONNX exports) using every
+core of this machine; models that are compared (teacher, student, int8 student, ONNX variants) are
+timed in alternation, never one after the other.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ import numpy as np
 import torch
 
 from distillray.inference import Predictor, load_for_inference
+from distillray.inference_onnx import OnnxPredictor, load_onnx_for_inference
 
 
 def dir_size_bytes(path: str | Path) -> int:
@@ -49,8 +51,9 @@ def paired_comparison(pred: np.ndarray, baseline_pred: np.ndarray, labels: np.nd
     return {"only_this_right": a, "only_baseline_right": b, "mcnemar_p": p}
 
 
-def measure_speed(clfs: dict[str, Predictor], texts: list[str], rounds: int = 5, round_texts: int = 256,
-                  latency_samples: int = 100, throughput_batch: int = 64, seed: int = 0) -> dict[str, dict[str, Any]]:
+def measure_speed(clfs: dict[str, Predictor | OnnxPredictor], texts: list[str], rounds: int = 5,
+                  round_texts: int = 256, latency_samples: int = 100, throughput_batch: int = 64,
+                  seed: int = 0) -> dict[str, dict[str, Any]]:
     """latency_ms (median, batch 1) and throughput (examples/s at batch 64) of each model, measured
     side by side so that they can be compared on a shared, noisy machine.
 
@@ -91,16 +94,23 @@ def rotated(names: list, k: int) -> list:
 def evaluate_dirs(models: dict[str, str | Path], texts: list[str], labels: np.ndarray,
                   label_names: list[str] | None = None, quantized: tuple[str, ...] = (),
                   max_length: int | None = None, speed: bool = True, threads: int | None = None,
-                  compare_to: str | None = None) -> dict[str, dict[str, Any]]:
+                  compare_to: str | None = None, onnx: dict[str, str] | None = None) -> dict[str, dict[str, Any]]:
     """Everything the report and `jobs/evaluate.py` show about each model dir (`name -> dir`; the
-    names in `quantized` are loaded with int8 dynamic quantisation). Speeds are measured side by
-    side (`measure_speed`), so their ratios are fair. With `compare_to` (one of the names), every
-    other model gets `vs_<that name>`: `paired_comparison` of their predictions."""
-    torch.set_num_threads(threads or len(os.sched_getaffinity(0)))
-    clfs, out, preds = {}, {}, {}
+    names in `quantized` are loaded with torch int8 dynamic quantisation, those in `onnx` run
+    their ONNX export of that variant, e.g. {"student_onnx": "fp32"}, in ONNX Runtime). Speeds
+    are measured side by side (`measure_speed`), so their ratios are fair. With `compare_to` (one
+    of the names), every other model gets `vs_<that name>`: `paired_comparison` of their predictions."""
+    threads = threads or len(os.sched_getaffinity(0))
+    torch.set_num_threads(threads)
+    onnx = onnx or {}
+    clfs: dict[str, Predictor | OnnxPredictor] = {}
+    out, preds = {}, {}
     for name, model_dir in models.items():
         quantize = name in quantized
-        clf = clfs[name] = load_for_inference(model_dir, max_length=max_length, quantize=quantize)
+        if name in onnx:
+            clf = clfs[name] = load_onnx_for_inference(model_dir, onnx[name], max_length, threads)
+        else:
+            clf = clfs[name] = load_for_inference(model_dir, max_length=max_length, quantize=quantize)
         if label_names is not None and clf.labels != list(label_names):
             from distillray.errors import ModelError
 
@@ -111,12 +121,13 @@ def evaluate_dirs(models: dict[str, str | Path], texts: list[str], labels: np.nd
         eval_s = time.perf_counter() - t0
         out[name] = {
             "model_dir": str(model_dir),
-            "quantized": quantize,
+            "backend": f"onnx-{onnx[name]}" if name in onnx else ("torch-int8" if quantize else "torch"),
+            "quantized": quantize or onnx.get(name, "fp32") != "fp32",
             "accuracy": float(np.mean(pred == labels)),
             "rows": len(texts),
             "params": clf.num_params,
-            "size_bytes": dir_size_bytes(model_dir) if not quantize else _quantized_size(clf),
-            "layers": clf.model.config.num_hidden_layers,
+            "size_bytes": _size_bytes(clf, model_dir, quantize),
+            "layers": clf.config.num_hidden_layers,
             "eval_seconds": eval_s,
         }
         if len(clf.labels) > 2:
@@ -130,7 +141,14 @@ def evaluate_dirs(models: dict[str, str | Path], texts: list[str], labels: np.nd
     return out
 
 
-def _quantized_size(clf: Predictor) -> int:
+def _size_bytes(clf: Predictor | OnnxPredictor, model_dir: str | Path, quantize: bool) -> int:
+    """Bytes a deployment ships: the weight files, the .onnx file, or the int8 state dict."""
+    if isinstance(clf, OnnxPredictor):
+        from distillray.models.onnx import onnx_path
+
+        return onnx_path(model_dir, clf.variant).stat().st_size
+    if not quantize:
+        return dir_size_bytes(model_dir)
     import io
 
     buf = io.BytesIO()

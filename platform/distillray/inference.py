@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from transformers import PreTrainedModel, PreTrainedTokenizerBase
+from transformers import PretrainedConfig, PreTrainedModel, PreTrainedTokenizerBase
 
 logger = logging.getLogger(__name__)
 
@@ -72,6 +72,10 @@ class Predictor:
     quantized: bool = False
 
     @property
+    def config(self) -> PretrainedConfig:
+        return self.model.config
+
+    @property
     def labels(self) -> list[str]:
         return [self.model.config.id2label[i] for i in range(self.model.config.num_labels)]
 
@@ -83,7 +87,7 @@ class Predictor:
         """Class probabilities (rows, num_labels) for raw texts."""
         seqs = encode(self.tokenizer, texts, self.max_length)
         logits, _ = forward_sorted(self.model, seqs, batch_size, self.tokenizer.pad_token_id or 0, self.device)
-        return torch.softmax(torch.from_numpy(logits), dim=-1).numpy()
+        return softmax(logits)
 
     def predict(self, texts: list[str], batch_size: int = 64) -> np.ndarray:
         """Predicted label ids (rows,)."""
@@ -125,4 +129,10 @@ def load_for_inference(model_dir: str | Path, max_length: int | None = None, use
     tok = load_tokenizer(model_dir)
     limit = max_length or min(getattr(model.config, "max_position_embeddings", 512), 512)
     return Predictor(model=model, tokenizer=tok, max_length=limit, device=device,
-                      path=str(model_dir), quantized=quantize)
+                     path=str(model_dir), quantized=quantize)
+
+
+def softmax(logits: np.ndarray) -> np.ndarray:
+    """Row-wise softmax of (rows, num_labels) logits, float32."""
+    z = np.exp(logits - logits.max(-1, keepdims=True))
+    return (z / z.sum(-1, keepdims=True)).astype(np.float32)
