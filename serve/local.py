@@ -98,13 +98,13 @@ def stop_node_haproxies(node_id: str, timeout_s: float = 30.0) -> int:
             raise RuntimeError(f"HAProxy of Ray node {node_id} still running after {timeout_s:.0f} s: "
                                f"pids {[p.pid for p in procs]}; kill them by hand")
         # the spawner first, so that no reload starts another HAProxy behind this sweep
-        spawners = []
+        spawners = {}
         for p in procs:
             with contextlib.suppress(psutil.Error):
                 parent = p.parent()
                 if parent is not None and parent.name().startswith("ray::"):
-                    spawners.append(parent)
-        _end(spawners, signal.SIGKILL)
+                    spawners[parent.pid] = parent
+        _end(list(spawners.values()), signal.SIGKILL)
         _end(procs, signal.SIGTERM)
         stopped |= {p.pid for p in procs}
     if stopped:
