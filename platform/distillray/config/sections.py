@@ -15,8 +15,8 @@ SMOKE = "smoke"
 
 class _Section(BaseModel):
     # strict: "4" is not an int and 1 is not a bool; extra keys are errors, not silently dropped.
-    # The string under each field is its description (`use_attribute_docstrings`): the README's
-    # configuration reference is generated from them (`python -m distillray.docs --write`).
+    # The string under each field is its description (`use_attribute_docstrings`): docs/configuration.md,
+    # the configuration reference, is generated from them (`python -m distillray.docs --write`).
     model_config = ConfigDict(extra="forbid", strict=True, validate_assignment=True,
                               use_attribute_docstrings=True)
 
