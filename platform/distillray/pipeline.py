@@ -165,14 +165,16 @@ def distill_student(cfg: Config, shards: Shards, init_dir: str, dev: TextDataset
     evaluating on `dev`; rank 0 exports it to `export_dir` (None: no export). Ray Train runs and
     metrics go under `cfg`'s run.output_dir. Also each Tune trial's body (`options` names the
     run and carries Tune's report callback)."""
-    from distillray.data.batches import shard_dataset, tokenized_dataset
+    from distillray.data.batches import shard_dataset, should_cache, tokenized_dataset
     from distillray.data.shards import shard_paths
     from distillray.distributed.ray_train import fit
     from distillray.training.loop import LoopSpec, train_loop_per_worker
 
     options = options or FitOptions()
     t0 = time.time()
-    datasets = {"train": shard_dataset(shard_paths(shards.dir, shards.manifest), cfg.train.seed, "distill-shards")}
+    paths = shard_paths(shards.dir, shards.manifest)
+    datasets = {"train": shard_dataset(paths, cfg.train.seed, "distill-shards",
+                                       cache=should_cache(paths, cfg.train.cache_shards))}
     if dev is not None:
         datasets["dev"] = tokenized_dataset(dev.to_arrow(), init_dir, cfg.data.max_length, "dev")
     spec = LoopSpec(config=cfg.to_dict(), stage="distill", schedule=ScheduleConfig.of(cfg.train).model_dump(),

@@ -87,6 +87,15 @@ def listdir(path: str) -> list[str]:
     return sorted(i.base_name for i in infos if i.type == pafs.FileType.File)
 
 
+def size_of(paths: list[str]) -> int:
+    """Total bytes of the files at `paths` (one metadata call each)."""
+    total = 0
+    for path in paths:
+        fs, p = resolve(path)
+        total += fs.get_file_info(p).size or 0
+    return total
+
+
 def read_bytes(path: str) -> bytes:
     fs, p = resolve(path)
     with fs.open_input_stream(p) as f:

@@ -135,6 +135,10 @@ class TrainConfig(ScheduleConfig):
     """Log and report train metrics every N steps (teacher fine-tune too)."""
     shuffle_buffer: int = Field(default=4096, ge=0)
     """Rows in each worker's local shuffle buffer; 0: no shuffling."""
+    cache_shards: bool | None = None
+    """Distillation: read the teacher shards into Ray's object store once and stream every epoch
+    from there, rather than re-reading the files each epoch (Ray Data starts new read tasks per
+    epoch). None: when the shard files take at most a quarter of the object store."""
     seed: int = 42
     """Seed of model init, shuffling and data order."""
 

@@ -94,10 +94,27 @@ def tokenized_dataset(table, tokenizer_dir: str, max_length: int, name: str):
     return ds
 
 
-def shard_dataset(paths: list[str], seed: int, name: str):
-    """A Ray Dataset over teacher-logit shards, file order shuffled per epoch from `seed`."""
+# Cache shards in the object store (train.cache_shards=None) when they take at most this share of it.
+CACHE_SHARE_OF_STORE = 0.25
+
+
+def should_cache(paths: list[str], setting: bool | None) -> bool:
+    """train.cache_shards: on, off, or (None) when the shard files fit a quarter of the object store."""
+    if setting is not None:
+        return setting
     import ray
-    from ray.data import FileShuffleConfig
+
+    from distillray import storage
+
+    store = ray.cluster_resources().get("object_store_memory", 0)
+    return storage.size_of(paths) <= CACHE_SHARE_OF_STORE * store
+
+
+def shard_dataset(paths: list[str], seed: int, name: str, cache: bool = False):
+    """A Ray Dataset over teacher-logit shards, in a new order each epoch from `seed`: files (or,
+    with `cache`, the blocks read once into the object store) shuffled per execution."""
+    import ray
+    from ray.data import FileShuffleConfig, RandomSeedConfig
 
     from distillray import storage
 
@@ -110,7 +127,11 @@ def shard_dataset(paths: list[str], seed: int, name: str):
             raise ValueError(f"shards must share one dir; got {paths[0]} and others elsewhere")
         fs, base = storage.resolve(parent)
         paths = [f"{base}/{storage.split(p)[1]}" for p in paths]
-    ds = ray.data.read_parquet(paths, filesystem=fs, shuffle=FileShuffleConfig(seed=seed))
+    if cache:
+        ds = ray.data.read_parquet(paths, filesystem=fs).materialize()
+        ds = ds.randomize_block_order(seed=RandomSeedConfig(seed=seed, reseed_after_execution=True))
+    else:
+        ds = ray.data.read_parquet(paths, filesystem=fs, shuffle=FileShuffleConfig(seed=seed))
     ds.set_name(name)
     ds.context.enable_progress_bars = False
     return ds

@@ -206,11 +206,17 @@ def train_loop_per_worker(spec_dict: dict[str, Any]) -> dict[str, Any] | None:
     eval_every = run.eval_every or per_epoch
     window_t0, window_rows, window_step = time.time(), 0, state.step
 
-    def report(metrics: dict[str, Any], with_checkpoint: bool) -> None:
+    def report(metrics: dict[str, Any], with_checkpoint: bool, to_ray: bool) -> None:
+        """Every logged step goes to the history and the gauges; only eval, checkpoint and final
+        points go to Ray Train (Tune reads them). A Ray Train report waits until the controller has
+        taken the previous one, which it polls for every few seconds: reporting each logged step
+        would pace training to that poll."""
         metrics = {"stage": spec.stage, "step": state.step, "epoch": state.epoch, **metrics}
         if wc.rank == 0:
             state.history.append(metrics)
             record_train(metrics, spec.stage, cfg.run_name)  # dashboard / Prometheus gauges
+        if not to_ray:
+            return
         if not with_checkpoint:
             ray_train.report(metrics)
             return
@@ -252,7 +258,7 @@ def train_loop_per_worker(spec_dict: dict[str, Any]) -> dict[str, Any] | None:
                 window_t0, window_rows, window_step = time.time(), 0, state.step
             if do_eval:
                 metrics.update(evaluate(engine, dev_rows, micro, pad_id, wc.rank, wc.world, wc.device))
-            report(metrics, with_checkpoint=do_ckpt)
+            report(metrics, with_checkpoint=do_ckpt, to_ray=do_eval or do_ckpt)
             log.info("%s step %d/%d %s", spec.stage, state.step, n_steps,
                      " ".join(f"{name}={v:.4g}" for name, v in metrics.items() if isinstance(v, float)))
         state.epoch += 1
@@ -263,7 +269,7 @@ def train_loop_per_worker(spec_dict: dict[str, Any]) -> dict[str, Any] | None:
     export = None
     if wc.rank == 0 and spec.export_dir:
         export = export_model(spec.model_init, weights, spec.export_dir)
-    report({**final, "final": True}, with_checkpoint=True)
+    report({**final, "final": True}, with_checkpoint=True, to_ray=True)
     if wc.rank == 0:
         return {"history": state.history, "final": final, "steps": state.step,
                 "resumes": state.resumes, "export_dir": export}
