@@ -116,5 +116,8 @@ def main(argv: list[str] | None = None) -> int:
 
 if __name__ == "__main__":
     from distillray import cli
+    from serve.local import SUPERVISED_ENV, supervise
 
+    if os.environ.get(SUPERVISED_ENV) != "1":  # this process only waits, then ends what Ray left
+        sys.exit(supervise(sys.argv))
     sys.exit(cli.entrypoint(main)())

@@ -1,20 +1,29 @@
 """Serve on a Ray that this process may have started: `python serve/app.py` and `bench/serve.py`.
 
-`local_serve` starts (or joins) Ray and Serve and, on the way out, returns only once every
-HAProxy that this node's Serve started has exited. In high-throughput mode Serve's
-`HAProxyManager` actor runs HAProxy as its child, in the actor's own process group, with no
-parent-death signal. Serve stops it only through a graceful `serve.shutdown()`; when the GCS and
-raylet are already gone (a SIGTERM to the app's whole process group ends them with the app), that
-shutdown cannot run, and the actor outlives the raylet by up to a minute, long enough to start a
-new HAProxy in a reload after a sweep that looked only once. So the sweep here ends the actor
-first (the parent of each HAProxy of this node), then HAProxy, and looks again until none is left.
+`local_serve` starts (or joins) Ray and Serve and, when it started Ray, returns only once every
+process that Ray started for it has exited, HAProxy included. In high-throughput mode HAProxy is a
+child of Serve's `HAProxyManager` actor, a Ray worker that the raylet starts in its own process
+group: a signal to the app's process group reaches neither, and Serve's controller ends HAProxy only
+in a graceful `serve.shutdown()`. A manager that outlives the raylet can still start an HAProxy (a
+reload queued while replicas were being removed) after any look for HAProxy processes. So, on
+Linux, this process makes itself the child subreaper before Ray starts: every process Ray leaves
+behind is re-parented to it, and the sweep ends them all (Ray's workers first, with SIGKILL, so
+none starts another HAProxy; then HAProxy with SIGTERM) and reaps them until none is left.
+Elsewhere it falls back to ending this node's HAProxy processes and their parents.
+
+`python serve/app.py` runs under `supervise`: a parent that is not a Ray driver, waits for the
+app, then sweeps, so the guarantee holds even when the driver itself is ended abruptly.
 """
 
 from __future__ import annotations
 
+import collections
 import contextlib
+import ctypes
 import logging
+import os
 import signal
+import sys
 import time
 from typing import Iterator
 
@@ -23,6 +32,8 @@ from distillray.ray_utils import init_ray
 
 logger = logging.getLogger(__name__)
 
+_PR_SET_CHILD_SUBREAPER = 36  # linux/prctl.h
+
 
 @contextlib.contextmanager
 def local_serve(cfg: Config, port: int, request_timeout_s: float = 30) -> Iterator[None]:
@@ -30,6 +41,8 @@ def local_serve(cfg: Config, port: int, request_timeout_s: float = 30) -> Iterat
     import ray
     from ray import serve
 
+    reaper = become_subreaper()
+    before = _descendant_pids()
     started = init_ray(cfg)
     node_id = ray.get_runtime_context().get_node_id()
     try:
@@ -42,7 +55,74 @@ def local_serve(cfg: Config, port: int, request_timeout_s: float = 30) -> Iterat
             logger.info("the local Ray's GCS and raylet have already stopped; cleaning up what they left")
         if started:
             _logged(ray.shutdown)
-            stop_node_haproxies(node_id)
+            if reaper:
+                stop_descendants(exclude=before)
+            stop_node_haproxies(node_id)  # finds none when the sweep above ran
+
+
+SUPERVISED_ENV = "DISTILLRAY_SUPERVISED"  # set in the child that `supervise` starts
+
+
+def supervise(argv: list[str]) -> int:
+    """Run `python <argv>` as a child of this process and return its exit code only once it, and
+    every process it started, has exited. The child is the Ray driver; this process is not, so
+    nothing in Ray can end it before its sweep: a driver can be ended by its core worker when the
+    raylet goes, which would leave Ray's workers, and HAProxy, re-parented to init. SIGTERM is
+    passed on to the child; SIGINT reaches it from the terminal with its process group."""
+    import subprocess
+
+    reaper = become_subreaper()
+    child = subprocess.Popen([sys.executable, *argv], env=os.environ | {SUPERVISED_ENV: "1"})
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, lambda *_: child.poll() is None and child.send_signal(signal.SIGTERM))
+    rc = child.wait()
+    if reaper:
+        stop_descendants()
+    return rc
+
+
+def become_subreaper() -> bool:
+    """Make this process the child subreaper (Linux >= 3.4): orphaned descendants are re-parented
+    to it rather than to init, so it can find, end and reap whatever its Ray leaves behind."""
+    if not sys.platform.startswith("linux"):
+        return False
+    libc = ctypes.CDLL(None, use_errno=True)
+    if libc.prctl(_PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) != 0:
+        logger.warning("could not become the child subreaper (errno %d); HAProxy cleanup falls back to a "
+                       "search by Ray node", ctypes.get_errno())
+        return False
+    return True
+
+
+def _descendant_pids() -> set[int]:
+    import psutil
+
+    return {p.pid for p in psutil.Process().children(recursive=True)}
+
+
+def stop_descendants(exclude: set[int] = frozenset(), timeout_s: float = 60.0) -> int:
+    """End every descendant of this process not in `exclude` and return once all have exited and
+    been reaped: non-HAProxy processes (Ray's workers, the spawners) get SIGKILL first, then HAProxy
+    gets SIGTERM (SIGKILL after a grace period). Looks again until none is left, since an orphan is
+    re-parented here only as its parent dies. Returns how many were stopped; raises RuntimeError
+    naming the pids if any is still running after `timeout_s`."""
+    import psutil
+
+    stopped: dict[int, str] = {}
+    deadline = time.monotonic() + timeout_s
+    while procs := [p for p in psutil.Process().children(recursive=True) if p.pid not in exclude]:
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"processes of the local Ray still running after {timeout_s:.0f} s: "
+                               f"{sorted((p.pid, _name(p)) for p in procs)}; kill them by hand")
+        haproxies = [p for p in procs if _name(p) == "haproxy"]
+        _end([p for p in procs if p not in haproxies], signal.SIGKILL)
+        _end(haproxies, signal.SIGTERM)
+        stopped |= {p.pid: _name(p) or "?" for p in procs}
+    if stopped:
+        names = collections.Counter(stopped.values())
+        logger.info("stopped %d process(es) that the local Ray left running: %s", len(stopped),
+                    ", ".join(f"{n} x{c}" for n, c in sorted(names.items())))
+    return len(stopped)
 
 
 def _logged(step) -> None:

@@ -112,7 +112,9 @@ def init_ray(cfg: Config) -> bool:
     runtime_env: dict = {"env_vars": env}
     if not cfg.run.ray_verbose:
         runtime_env["worker_process_setup_hook"] = f"{__name__}.quiet_ray_logs"
-    ray.init(num_cpus=n, include_dashboard=True, dashboard_host="127.0.0.1",
+    # address="local": a new instance even where `ray start` left /tmp/ray/ray_current_cluster,
+    # which Ray's address=None would join (and then refuse num_cpus); run.address=auto joins it
+    ray.init(address="local", num_cpus=n, include_dashboard=True, dashboard_host="127.0.0.1",
              logging_level=logging.WARNING, runtime_env=runtime_env)
     return True
 

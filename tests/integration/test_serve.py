@@ -220,9 +220,10 @@ def test_a_replica_lost_mid_request_gets_503_json_and_the_app_recovers(server, t
 
 
 @contextlib.contextmanager
-def answering(cmd: list[str], port: int):
+def answering(cmd: list[str], port: int, log: list[str] | None = None):
     """Run a server command in its own session (its own local Ray) until it answers a classify on
-    `port`; yield the base URL; stop it (SIGTERM, then SIGKILL), printing its output on failure."""
+    `port`; yield the base URL; stop it (SIGTERM, then SIGKILL), printing its output on failure and
+    appending it to `log` if given."""
     env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"} | {"PYTHONPATH": str(REPO)}
     proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                             start_new_session=True)
@@ -248,6 +249,8 @@ def answering(cmd: list[str], port: int):
         except subprocess.TimeoutExpired:
             os.killpg(proc.pid, signal.SIGKILL)
             out, _ = proc.communicate()
+        if log is not None:
+            log.append(out.decode(errors="replace"))
         if failed:
             print(out.decode(errors="replace")[-3000:])
 
@@ -279,7 +282,8 @@ def test_high_throughput_mode_answers_through_haproxy(tiny_teacher):
     port = free_port()
     cmd = [sys.executable, "serve/app.py", "--model", str(tiny_teacher), f"serve.port={port}",
            "serve.high_throughput=true", *LIMITS]
-    with answering(cmd, port) as url:
+    log: list[str] = []
+    with answering(cmd, port, log) as url:
         holders = {c.pid for c in psutil.net_connections("tcp") if c.laddr and c.laddr.port == port
                    and c.status == psutil.CONN_LISTEN}
         assert holders and {psutil.Process(pid).name() for pid in holders} == {"haproxy"}
@@ -301,4 +305,4 @@ def test_high_throughput_mode_answers_through_haproxy(tiny_teacher):
         assert asyncio.run(burst()) == [200] * 64
     left = [p.pid for p in psutil.process_iter(["name", "cmdline"])
             if p.info["name"] == "haproxy" and configs & set(p.info["cmdline"] or [])]
-    assert not left, f"HAProxy still running after the app stopped: pids {left}"
+    assert not left, f"HAProxy still running after the app stopped: pids {left}; the app's log:\n{log[0][-3000:]}"

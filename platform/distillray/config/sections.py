@@ -287,7 +287,8 @@ class RunConfig(_Section):
     """Run name in the Ray dashboard and metrics (letters, digits, . _ -; it names folders under
     run.output_dir, so it cannot contain / or ..); empty: the output dir's name."""
     address: str | None = None
-    """Ray address; null: $RAY_ADDRESS, else start a local instance."""
+    """Ray address; null: $RAY_ADDRESS, else start a local instance (`auto`: join the cluster that
+    `ray start` runs on this machine)."""
     num_cpus: int | None = Field(default=None, ge=1)
     """Logical CPUs of a local Ray instance; null: cores + 2."""
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
