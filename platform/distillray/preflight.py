@@ -140,6 +140,16 @@ def check_cluster(cfg: Config) -> None:
             f"{cluster_gpus():g} GPU(s) now; fix: lower workers.num_workers (autoscaling clusters: "
             "raise the GPU worker type's max_workers)"
         )
+    import ray
+
+    total = ray.cluster_resources()
+    for name, amount in t.resources.items():
+        if t.num_workers * amount > total.get(name, 0):
+            raise ConfigError(
+                f"config error: workers.resources needs {t.num_workers} x {amount:g} {name!r} but the cluster "
+                f"offers {total.get(name, 0):g} now; fix: start nodes with that resource (ray start --resources, "
+                "or rayStartParams on KubeRay), or lower workers.num_workers, or remove it from workers.resources"
+            )
     if not t.use_gpu and t.num_workers * t.cpus_per_worker > cluster_cpus():
         raise ConfigError(
             f"config error: workers.num_workers={t.num_workers} x {t.cpus_per_worker:g} CPUs exceeds "

@@ -157,7 +157,7 @@ def fit(loop_fn: Callable[[dict[str, Any]], dict[str, Any] | None], spec: Any, d
 
     tcfg: WorkersConfig = spec.workers
     spec_dict = spec.to_dict()
-    resources = {"CPU": tcfg.cpus_per_worker}
+    resources = {"CPU": tcfg.cpus_per_worker, **tcfg.resources}
     if tcfg.use_gpu:
         resources["GPU"] = gpus_per_worker
     storage_path, fs = storage.for_ray(storage_path)  # s3://, gs://: checkpoints go straight there
