@@ -25,3 +25,15 @@ def test_bad_resources_are_refused_with_the_field_named(value, needle):
     with pytest.raises(ConfigError) as e:
         load_config(None, [f"workers.resources={value}"])
     assert "workers.resources" in str(e.value) and needle in str(e.value)
+
+
+def test_placement_does_not_change_which_run_resumes():
+    """The Ray Train run name hashes what is trained, not where: moving workers to other nodes
+    (workers.resources) resumes the same run; changing the worker count does not."""
+    from distillray.distributed.ray_train import run_id
+
+    def rid(overrides: list[str]) -> str:
+        return run_id({"config": load_config(None, overrides).to_dict(), "schedule": {"epochs": 1}, "stage": "distill"})
+
+    assert rid([]) == rid(["workers.resources={train_slot: 1}"])
+    assert rid([]) != rid(["workers.num_workers=2"])
