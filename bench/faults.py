@@ -23,6 +23,10 @@ FAULTS = [  # (pytest node id, fault, what the test does, "data lost" when it pa
     ("tests/integration/test_distill.py::test_killed_worker_resumes_from_checkpoint",
      "train worker killed", "SIGKILL one of 2 DeepSpeed workers (PID from Ray's state API) mid-run",
      "none: resumed from the last checkpoint, final step count = planned"),
+    ("tests/integration/test_multinode.py::test_train_workers_on_separate_nodes_survive_losing_one",
+     "train worker node lost (3-node cluster)", "remove the worker node running a train worker (raylet, object store, "
+     "workers killed) after the first registered checkpoint; add a replacement node",
+     "none: resumed from the last checkpoint on the replacement, final step count = planned, report.json resumes >= 1"),
     ("tests/integration/test_precompute.py::test_killed_midway_resumes_to_the_exact_row_set",
      "precompute killed; shards corrupted", "SIGKILL the driver after 3 shards; then flip a bit in one shard and truncate another",
      "none: rerun computes only missing/damaged rows; ids exactly once; checksums match"),
@@ -56,20 +60,28 @@ def main() -> int:
         xml = Path(tmp) / "faults.xml"
         t0 = time.time()
         subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", f"--junitxml={xml}",
+                        "-o", "junit_family=xunit1",  # keeps record_property's values in the XML
                         *dict.fromkeys([*(f[0] for f in FAULTS), *args.also])], cwd=REPO)
         wall = time.time() - t0
         cases = ET.parse(xml).getroot().iter("testcase")
         results: dict[str, list[str]] = {}
+        props: dict[str, dict[str, str]] = {}  # what a test recorded (record_property), e.g. recover_s
         for c in cases:
             node = c.get("classname", "").replace(".", "/") + ".py::" + c.get("name", "")
             state = "fail" if c.find("failure") is not None or c.find("error") is not None else (
                 "skip" if c.find("skipped") is not None else "pass")
             results.setdefault(node, []).append(state)
+            props[node] = {p.get("name"): p.get("value") for p in c.iter("property")}
     rows = []
     for node, fault, done, lost in FAULTS:
         states = [s for k, v in results.items() if k.startswith(node.split("::")[0]) and
                   ("::" not in node or k.split("::")[1].split("[")[0] == node.split("::")[1]) for s in v]
         outcome = ("FAILED" if "fail" in states else "passed" if "pass" in states else "skipped") + f" ({len(states)} test(s))"
+        found = props.get(node, {})
+        if "killed_after_s" in found:
+            outcome += f", killed at {float(found['killed_after_s']):.0f} s"
+        if "recover_s" in found:
+            outcome += f", new worker group up {float(found['recover_s']):.0f} s later"
         rows.append((fault, done, outcome, lost if outcome.startswith("passed") else "see the test output"))
     print(f"\nbench/faults.py on {machine()} in {wall:.0f}s\n")
     print(table(rows, ("fault", "what was done", "outcome", "data lost")))

@@ -4,7 +4,10 @@
 from __future__ import annotations
 
 import os
+import socket
+import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -46,3 +49,47 @@ def ray_local():
     init_ray(load_config(None, ["run.num_cpus=4"]))
     yield ray
     ray.shutdown()
+
+
+BUCKET = "distillray-test"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="session")
+def s3():
+    """A local S3-protocol server (moto's, on 127.0.0.1) with one bucket; yields a function making
+    s3:// URIs inside it. Endpoint and credentials travel in the URI (pyarrow's
+    s3://key:secret@bucket/path?endpoint_override=...&scheme=http form), so Ray workers on any node
+    need no environment of their own."""
+    pytest.importorskip("moto", reason="moto[server] provides the local S3 endpoint (pip install -e .[dev])")
+    import pyarrow.fs as pafs
+
+    port = free_port()
+    proc = subprocess.Popen([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        endpoint = f"127.0.0.1:{port}"
+        fs = pafs.S3FileSystem(access_key="testing", secret_key="testing", region="us-east-1",
+                               endpoint_override=endpoint, scheme="http", allow_bucket_creation=True)
+        for _ in range(100):
+            try:
+                fs.create_dir(BUCKET)
+                break
+            except OSError:
+                time.sleep(0.2)  # polling the server's start-up, not papering over a race
+        else:
+            pytest.fail(f"moto server on {endpoint} did not come up")
+
+        def uri(path: str) -> str:
+            return (f"s3://testing:testing@{BUCKET}/{path}?region=us-east-1"
+                    f"&endpoint_override={endpoint}&scheme=http")
+
+        yield uri
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)

@@ -140,6 +140,15 @@ def check_cluster(cfg: Config) -> None:
             f"{cluster_gpus():g} GPU(s) now; fix: lower workers.num_workers (autoscaling clusters: "
             "raise the GPU worker type's max_workers)"
         )
+    import ray
+
+    total = ray.cluster_resources()
+    for name, amount in t.resources.items():
+        if t.num_workers * amount > total.get(name, 0):
+            # a warning, not an error: an autoscaler adds such nodes only once the workers ask for them
+            logger.warning("workers.resources needs %d x %g %r but the cluster offers %g now: training waits until "
+                           "nodes with it join (an autoscaler adds them; otherwise start nodes with ray start "
+                           "--resources, or rayStartParams on KubeRay)", t.num_workers, amount, name, total.get(name, 0))
     if not t.use_gpu and t.num_workers * t.cpus_per_worker > cluster_cpus():
         raise ConfigError(
             f"config error: workers.num_workers={t.num_workers} x {t.cpus_per_worker:g} CPUs exceeds "

@@ -11,15 +11,12 @@ from __future__ import annotations
 
 import json
 import os
-import socket
-import subprocess
 import sys
-import time
 
 import pyarrow.fs as pafs
 import pytest
 
-from conftest import REPO
+from conftest import BUCKET, REPO
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(900)]
 sys.path.insert(0, str(REPO / "jobs"))
@@ -28,44 +25,6 @@ import distill  # noqa: E402
 import tune as tune_job  # noqa: E402
 
 from test_distill import SMOKE  # noqa: E402
-
-BUCKET = "distillray-test"
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-@pytest.fixture(scope="module")
-def s3():
-    """A moto S3 server with one bucket; yields a function making s3:// URIs inside it."""
-    pytest.importorskip("moto", reason="moto[server] provides the local S3 endpoint (pip install -e .[dev])")
-    port = _free_port()
-    proc = subprocess.Popen([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
-        endpoint = f"127.0.0.1:{port}"
-        fs = pafs.S3FileSystem(access_key="testing", secret_key="testing", region="us-east-1",
-                               endpoint_override=endpoint, scheme="http", allow_bucket_creation=True)
-        for _ in range(100):
-            try:
-                fs.create_dir(BUCKET)
-                break
-            except OSError:
-                time.sleep(0.2)
-        else:
-            pytest.fail(f"moto server on {endpoint} did not come up")
-
-        def uri(path: str) -> str:
-            return (f"s3://testing:testing@{BUCKET}/{path}?region=us-east-1"
-                    f"&endpoint_override={endpoint}&scheme=http")
-
-        yield uri
-    finally:
-        proc.terminate()
-        proc.wait(timeout=10)
 
 
 def test_storage_helpers_on_s3(s3, tmp_path, monkeypatch):

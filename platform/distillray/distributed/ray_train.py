@@ -139,6 +139,8 @@ def run_id(spec_dict: dict[str, Any]) -> str:
     keep = {k: v for k, v in spec_dict.items() if k != "config"}
     keep["config"] = {k: v for k, v in config.items() if k in ("distill", "student", "data", "optim", "workers",
                                                                 "checkpoint")}
+    # where the workers run is not what they train: a run moved to other nodes still resumes
+    keep["config"]["workers"] = {k: v for k, v in config["workers"].items() if k != "resources"}
     # the run-wide part of `train` (cadence, shuffling, seed); each stage's schedule is in the spec
     keep["config"]["train"] = {k: v for k, v in config["train"].items()
                                if k not in spec_dict["schedule"] and k != "freeze_embeddings"}
@@ -157,7 +159,7 @@ def fit(loop_fn: Callable[[dict[str, Any]], dict[str, Any] | None], spec: Any, d
 
     tcfg: WorkersConfig = spec.workers
     spec_dict = spec.to_dict()
-    resources = {"CPU": tcfg.cpus_per_worker}
+    resources = {"CPU": tcfg.cpus_per_worker, **tcfg.resources}
     if tcfg.use_gpu:
         resources["GPU"] = gpus_per_worker
     storage_path, fs = storage.for_ray(storage_path)  # s3://, gs://: checkpoints go straight there
