@@ -125,25 +125,29 @@ class QAWindows:
         return {k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in out.items()}
 
 
-def _cut_questions(tokenizer: PreTrainedTokenizerBase, questions: Sequence[str], limit: int) -> list[str]:
+def _cut_questions(tokenizer: PreTrainedTokenizerBase, questions: Sequence[str],
+                   limit: int) -> tuple[list[str], int]:
     """Questions without leading whitespace (run_qa strips it: it only wastes context room), each
-    cut after its `limit`-th token."""
+    cut after its `limit`-th token; and the longest one's token count after the cut."""
     questions = [q.lstrip() for q in questions]
     enc = tokenizer(questions, add_special_tokens=False, return_offsets_mapping=True,
                     return_attention_mask=False, return_token_type_ids=False)
-    return [q if len(offs) <= limit else q[: offs[limit - 1][1]]
-            for q, offs in zip(questions, enc["offset_mapping"])]
+    cut = [q if len(offs) <= limit else q[: offs[limit - 1][1]]
+           for q, offs in zip(questions, enc["offset_mapping"])]
+    return cut, min(limit, max((len(offs) for offs in enc["offset_mapping"]), default=0))
 
 
 def check_window_sizes(tokenizer: PreTrainedTokenizerBase, max_length: int, doc_stride: int,
                        max_question_tokens: int) -> None:
-    """Every window must keep more than `doc_stride` context tokens after the longest question."""
+    """Every window must keep more than `doc_stride` context tokens after a question of
+    `max_question_tokens` tokens: the windows advance by the difference."""
     room = max_length - max_question_tokens - tokenizer.num_special_tokens_to_add(pair=True)
     if doc_stride < 1 or room <= doc_stride:
         raise ConfigError(
-            f"config error: data.doc_stride={doc_stride} must be between 1 and the context room of "
-            f"a window, data.max_length={max_length} minus a {max_question_tokens}-token question "
-            f"and the special tokens = {room} (exclusive); fix: e.g. data.doc_stride={max(1, room // 3)}")
+            f"config error: data.doc_stride={doc_stride} must be at least 1 and below the context "
+            f"room of a window: data.max_length={max_length} minus a {max_question_tokens}-token "
+            f"question and the special tokens = {room}; fix: lower data.doc_stride (e.g. to "
+            f"{max(1, room // 3)}) or raise data.max_length")
 
 
 def tokenize_windows(tokenizer: PreTrainedTokenizerBase, questions: Sequence[str], contexts: Sequence[str],
@@ -161,8 +165,9 @@ def tokenize_windows(tokenizer: PreTrainedTokenizerBase, questions: Sequence[str
                          "padding_side='right' in its tokenizer_config.json")
     if len(questions) != len(contexts) or (answer_spans is not None and len(answer_spans) != len(questions)):
         raise ValueError("questions, contexts and answer_spans must have one entry per example")
-    check_window_sizes(tokenizer, max_length, doc_stride, max_question_tokens)
-    enc = tokenizer(_cut_questions(tokenizer, questions, max_question_tokens), list(contexts),
+    questions, longest = _cut_questions(tokenizer, questions, max_question_tokens)
+    check_window_sizes(tokenizer, max_length, doc_stride, longest)
+    enc = tokenizer(questions, list(contexts),
                     truncation="only_second", max_length=max_length, stride=doc_stride,
                     return_overflowing_tokens=True, return_offsets_mapping=True, padding="max_length")
     n = len(enc["input_ids"])
