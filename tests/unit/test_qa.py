@@ -15,7 +15,7 @@ import torch.nn.functional as F
 from conftest import REPO
 from distillray.errors import ConfigError, DataError
 from distillray.losses import LossWeights, kd_loss, qa_distill_loss
-from distillray.models import freeze_word_embeddings, load_tokenizer
+from distillray.models import freeze_word_embeddings, load_tokenizer, save_model_dir
 from distillray.tasks.qa import (build_qa_student, check_window_sizes, is_qa_model, load_qa_model, read_squad,
                                  tokenize_windows, window_examples)
 from distillray.tasks.qa_decode import answer_questions, best_span, decode_windows
@@ -336,3 +336,9 @@ def test_tiny_qa_model_trains_distils_and_answers(tmp_path, tok):
     assert one == got[0]
     with pytest.raises(ValueError, match="one question with one context"):
         answer_questions(student, tok, questions[0], contexts)
+
+    exported = Path(save_model_dir(student, tok, tmp_path / "export"))  # a plain HF dir answers the same
+    assert is_qa_model(exported)
+    again = answer_questions(load_qa_model(exported), load_tokenizer(exported), questions, contexts,
+                             max_length=128, doc_stride=32)
+    assert [g["answer"] for g in again] == [g["answer"] for g in got]
