@@ -82,6 +82,10 @@ def test_windows_label_every_real_dev_answer(dev, tok):
     assert (w.input_ids[:, 0] == tok.cls_token_id).all()
     assert (w.offsets[:, 0] == -1).all()  # [CLS] is not context
     assert not (w.context_mask & (w.attention_mask == 0)).any()  # padding is not context
+    b = w.batch([0, 1, 2])  # cut to the longest of the three
+    width = int(w.attention_mask[:3].sum(1).max())
+    assert b["input_ids"].shape == (3, width) and set(b) >= {"token_type_ids", "start_positions"}
+    assert torch.equal(b["answer_mask"], torch.from_numpy(w.answer_mask[:3, :width]))
     exact = 0
     for i, ex in enumerate(examples):
         ws = np.nonzero(w.example_index == i)[0]

@@ -115,8 +115,10 @@ class QAWindows:
         `answer_mask`, and the gold positions when known."""
         idx = np.asarray(index)
         width = max(1, int(self.attention_mask[idx].sum(axis=1).max()))
+        answer_mask = self.offsets[idx, :width, 0] >= 0
+        answer_mask[:, CLS_INDEX] = True
         out = {"input_ids": self.input_ids[idx, :width], "attention_mask": self.attention_mask[idx, :width],
-               "answer_mask": self.answer_mask[idx, :width]}
+               "answer_mask": answer_mask}
         if self.token_type_ids is not None:
             out["token_type_ids"] = self.token_type_ids[idx, :width]
         if self.start_positions is not None and self.end_positions is not None:
