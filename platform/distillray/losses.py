@@ -99,3 +99,45 @@ def distill_loss(student_logits: torch.Tensor, labels: torch.Tensor, w: LossWeig
         terms["loss_cos"] = cosine_loss(student_hidden, teacher_hidden)
         total = total + w.alpha_cos * terms["loss_cos"]
     return total, {k: v.detach() for k, v in terms.items()}
+
+
+QA_MASKED = -1e4  # logit of positions no answer may start or end at: exp() underflows to 0 in float32
+
+
+def qa_distill_loss(student_start: torch.Tensor, student_end: torch.Tensor,
+                    start_positions: torch.Tensor, end_positions: torch.Tensor, w: LossWeights,
+                    teacher_start: torch.Tensor | None = None, teacher_end: torch.Tensor | None = None,
+                    mask: torch.Tensor | None = None) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """Extractive QA: KD on the start and on the end distributions plus CE on the gold positions,
+    each the mean of its start and end terms, as Hugging Face's run_squad_w_distillation.
+
+        loss = alpha_kd * (KL_start + KL_end) / 2 * T^2  +  alpha_ce * (CE_start + CE_end) / 2
+
+    student_*, teacher_*: (batch, seq) logits over token positions; start/end_positions: (batch,)
+    gold token indexes, 0 ([CLS]) where the answer is not in the window. mask: (batch, seq) bool,
+    True where an answer may start or end ([CLS] and the context tokens); the other positions
+    (question, [SEP], padding, and whatever a shard left there) get QA_MASKED in student and
+    teacher alike, so they carry no probability and no gradient. Returns the total and each term
+    (detached), like `distill_loss`.
+    """
+    if w.alpha_cos > 0 or w.alpha_mse > 0:
+        raise ValueError("alpha_cos and alpha_mse are not defined for extractive QA; set them to 0")
+
+    def masked(x: torch.Tensor) -> torch.Tensor:  # (batch, seq) float32
+        x = x.float()
+        return x if mask is None else x.masked_fill(~mask.bool(), QA_MASKED)
+
+    s_start, s_end = masked(student_start), masked(student_end)  # (batch, seq)
+    terms: dict[str, torch.Tensor] = {}
+    total = s_start.new_zeros(())
+    if w.alpha_ce > 0:
+        terms["loss_ce"] = (F.cross_entropy(s_start, start_positions) +
+                            F.cross_entropy(s_end, end_positions)) / 2
+        total = total + w.alpha_ce * terms["loss_ce"]
+    if w.alpha_kd > 0:
+        if teacher_start is None or teacher_end is None:
+            raise ValueError("alpha_kd > 0 but the batch has no teacher start/end logits")
+        terms["loss_kd"] = (kd_loss(s_start, masked(teacher_start), w.temperature) +
+                            kd_loss(s_end, masked(teacher_end), w.temperature)) / 2
+        total = total + w.alpha_kd * terms["loss_kd"]
+    return total, {k: v.detach() for k, v in terms.items()}

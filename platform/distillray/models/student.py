@@ -46,15 +46,17 @@ def layer_map(layers: list[int]) -> dict[int, int]:
     return {t: s for s, t in enumerate(layers)}
 
 
-def build_student(teacher: PreTrainedModel, layers: list[int] | None = None) -> PreTrainedModel:
-    """A student initialised from `teacher`'s embeddings, chosen layers and head."""
+def build_student(teacher: PreTrainedModel, layers: list[int] | None = None,
+                  auto_class: type = AutoModelForSequenceClassification) -> PreTrainedModel:
+    """A student initialised from `teacher`'s embeddings, chosen layers and head; `auto_class`
+    names the head (e.g. AutoModelForQuestionAnswering for a QA teacher)."""
     n = teacher.config.num_hidden_layers
     layers = default_layers(n) if layers is None else list(layers)
     check_layers(layers, n)
     cfg = copy.deepcopy(teacher.config)
     cfg.num_hidden_layers = len(layers)
     cfg.architectures = [type(teacher).__name__]
-    student = AutoModelForSequenceClassification.from_config(cfg)
+    student = auto_class.from_config(cfg)
     mapping = layer_map(layers)
     src = teacher.state_dict()
     dst = student.state_dict()
