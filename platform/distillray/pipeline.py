@@ -321,8 +321,6 @@ def prune_model(cfg: Config, model_dir: str, shards: Shards, out: str) -> PruneR
     """Structured pruning on the driver (`distillray.models.prune`): score heads and FFN neurons
     on a seeded sample of the shards' labelled rows, remove the `cfg.prune` fractions, save the
     smaller model dir (tokenizer included) to `out`. Recovery is `distill_student` from it."""
-    import torch
-
     from distillray.inference import count_params
     from distillray.models import load_classifier, load_tokenizer, save_model_dir
     from distillray.models.prune import importance_scores, layer_sizes, prune_structured
@@ -331,7 +329,6 @@ def prune_model(cfg: Config, model_dir: str, shards: Shards, out: str) -> PruneR
     model = load_classifier(model_dir, allow_pickle=cfg.teacher.allow_pickle)
     tok = load_tokenizer(model_dir)
     before = count_params(model)
-    torch.manual_seed(cfg.train.seed)
     batches = _shard_sample(shards, cfg.prune.importance_batches, cfg.train.batch_size, cfg.train.seed,
                             tok.pad_token_id or 0)
     scores = importance_scores(model, batches)

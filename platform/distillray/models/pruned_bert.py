@@ -37,8 +37,8 @@ class PrunedBertConfig(BertConfig):
 
 
 def resize_layer(layer: nn.Module, heads: int, intermediate: int, head_size: int) -> None:
-    """Give one BertLayer `heads` heads and `intermediate` FFN neurons (fresh, uninitialised
-    weights of those shapes: loading a checkpoint or copying kept rows fills them)."""
+    """Give one BertLayer `heads` heads and `intermediate` FFN neurons: fresh Linear layers of
+    those shapes, whose weights a checkpoint (or the pruned model's state dict) then fills."""
     att, hidden = layer.attention.self, layer.attention.output.dense.out_features
     width = heads * head_size
     dev, dt = att.query.weight.device, att.query.weight.dtype
