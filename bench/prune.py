@@ -37,6 +37,7 @@ def main() -> int:
     p.add_argument("--shards", default=str(REPO / "runs" / "demo" / "logits"), help="the teacher's logit shard dir")
     p.add_argument("--fraction", type=float, default=0.5, help="heads, FFN neurons and weights removed")
     p.add_argument("--recover-args", nargs="*", default=[], help="extra overrides for the recovery (train.*)")
+    p.add_argument("--no-ffn-recovery", action="store_true", help="FFN-pruned model before recovery only (saves a training run)")
     p.add_argument("--output-dir", default=str(REPO / "runs" / "bench-prune"))
     args = p.parse_args()
     sst2 = sst2_or_exit()
@@ -61,7 +62,8 @@ def main() -> int:
     data = [f"data.train={sst2 / 'train.tsv'}", f"data.dev={sst2 / 'dev.tsv'}", "data.max_rows=null"]
     f = args.fraction
     jobs = {"heads": [f"prune.heads={f}", "prune.ffn=0", "prune.scope=global"],
-            "ffn": ["prune.heads=0", f"prune.ffn={f}", "prune.scope=layer"]}
+            "ffn": ["prune.heads=0", f"prune.ffn={f}", "prune.scope=layer",
+                    f"prune.recover={str(not args.no_ffn_recovery).lower()}"]}
     seconds: dict[str, float] = {}
     for name, overrides in jobs.items():
         t0 = time.time()
@@ -89,6 +91,8 @@ def main() -> int:
               f"heads -{pct}": out_dir / "heads" / "pruned", f"heads -{pct} + KD": out_dir / "heads" / "pruned-kd",
               f"FFN -{pct}": out_dir / "ffn" / "pruned", f"FFN -{pct} + KD": out_dir / "ffn" / "pruned-kd",
               f"unstructured {pct}": unstructured_dir}
+    if args.no_ffn_recovery:
+        del models[f"FFN -{pct} + KD"]
     t0 = time.time()
     ev = evaluate_dirs(models, dev.texts, dev.labels, names, max_length=cfg.data.max_length, compare_to="teacher")
     eval_s = time.time() - t0
