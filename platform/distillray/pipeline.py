@@ -303,3 +303,59 @@ def write_run_report(task: Task, evals: Evaluation, teacher_fit: FitResult | Non
                           tune_summary.as_dict() if tune_summary else None)
     write_report(task.out, report, histories, evals.models, tune_summary.trials if tune_summary else None)
     return report
+
+
+@dataclass(frozen=True)
+class PruneResult:
+    """A structurally pruned model dir, its size before and after, and its per-layer shape."""
+
+    dir: str
+    params_before: int
+    params_after: int
+    layer_heads: list[int]
+    layer_intermediate: list[int]
+    seconds: float
+
+
+def prune_model(cfg: Config, model_dir: str, shards: Shards, out: str) -> PruneResult:
+    """Structured pruning on the driver (`distillray.models.prune`): score heads and FFN neurons
+    on a seeded sample of the shards' labelled rows, remove the `cfg.prune` fractions, save the
+    smaller model dir (tokenizer included) to `out`. Recovery is `distill_student` from it."""
+    from distillray.inference import count_params
+    from distillray.models import load_classifier, load_tokenizer, save_model_dir
+    from distillray.models.prune import importance_scores, layer_sizes, prune_structured
+
+    t0 = time.time()
+    model = load_classifier(model_dir, allow_pickle=cfg.teacher.allow_pickle)
+    tok = load_tokenizer(model_dir)
+    before = count_params(model)
+    batches = _shard_sample(shards, cfg.prune.importance_batches, cfg.train.batch_size, cfg.train.seed,
+                            tok.pad_token_id or 0)
+    scores = importance_scores(model, batches)
+    pruned = prune_structured(model, scores, heads=cfg.prune.heads, ffn=cfg.prune.ffn, scope=cfg.prune.scope)
+    heads, inter = layer_sizes(pruned)
+    save_model_dir(pruned, tok, out, extra={"pruned_from": str(model_dir), "prune": cfg.prune.model_dump()})
+    logger.info("pruned %s: %d -> %d parameters, heads per layer %s, FFN neurons per layer %s",
+                model_dir, before, count_params(pruned), heads, inter)
+    return PruneResult(out, before, count_params(pruned), heads, inter, time.time() - t0)
+
+
+def _shard_sample(shards: Shards, n_batches: int, batch_size: int, seed: int, pad_id: int) -> list[dict[str, Any]]:
+    """`n_batches` padded batches of a seeded random sample of shard rows (input_ids, label),
+    each batch of similar lengths (less padding)."""
+    import io
+
+    import numpy as np
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from distillray.data.batches import collate
+    from distillray.data.shards import shard_paths
+
+    table = pa.concat_tables(pq.read_table(io.BytesIO(storage.read_bytes(p)), columns=["input_ids", "label"])
+                             for p in shard_paths(shards.dir, shards.manifest))
+    rng = np.random.default_rng(seed)
+    take = rng.choice(len(table), min(len(table), n_batches * batch_size), replace=False)
+    rows = {"input_ids": table.column("input_ids").to_pylist(), "label": table.column("label").to_numpy()}
+    take = take[np.argsort([len(rows["input_ids"][i]) for i in take], kind="stable")]
+    return [collate(rows, take[i:i + batch_size], pad_id) for i in range(0, len(take), batch_size)]

@@ -70,6 +70,23 @@ class StudentConfig(_Section):
     """Teacher layer indexes the student copies; null: every other layer."""
 
 
+class PruneConfig(_Section):
+    """Structured pruning of a fine-tuned BERT (jobs/prune.py): remove the least important
+    attention heads (Michel et al. 2019) and FFN neurons, then recover by KD from the shards."""
+
+    heads: float = Field(default=0.5, ge=0, lt=1)
+    """Fraction of attention heads to remove (at least one head stays in every layer)."""
+    ffn: float = Field(default=0.0, ge=0, lt=1)
+    """Fraction of FFN (intermediate) neurons to remove."""
+    scope: Literal["global", "layer"] = "global"
+    """Rank units over all layers (global, Michel et al.) or remove the fraction from each layer
+    (layer; with heads=0 the result is a plain BERT with a smaller intermediate_size)."""
+    importance_batches: int = Field(default=32, ge=1)
+    """Batches of train.batch_size shard rows (a seeded sample) the importance scores use."""
+    recover: bool = True
+    """Train the pruned model by KD from the shards (train.*, distill.*) after pruning."""
+
+
 class PrecomputeConfig(_Section):
     cache_dir: str = "runs/cache/logits"
     """Where logit shard dirs live (local path or URI), keyed by their inputs."""

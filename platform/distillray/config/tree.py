@@ -25,6 +25,7 @@ from distillray.config.sections import (
     FinetuneConfig,
     OptimConfig,
     PrecomputeConfig,
+    PruneConfig,
     RunConfig,
     ServeConfig,
     SpaceSpec,
@@ -47,6 +48,7 @@ class Config(_Section):
     data: DataConfig = Field(default_factory=DataConfig)
     teacher: TeacherConfig = Field(default_factory=TeacherConfig)
     student: StudentConfig = Field(default_factory=StudentConfig)
+    prune: PruneConfig = Field(default_factory=PruneConfig)
     precompute: PrecomputeConfig = Field(default_factory=PrecomputeConfig)
     distill: DistillConfig = Field(default_factory=DistillConfig)
     train: TrainConfig = Field(default_factory=TrainConfig)

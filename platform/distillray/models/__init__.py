@@ -12,7 +12,10 @@ from distillray.models.hf import (
     save_model_dir,
     tokenizer_hash,
 )
+from distillray.models.pruned_bert import register as _register_pruned_bert
 from distillray.models.student import build_student, default_layers, freeze_word_embeddings, layer_map
+
+_register_pruned_bert()  # Auto classes load head-pruned BERT dirs (model_type "pruned_bert")
 
 __all__ = [
     "build_student",
