@@ -1,0 +1,1 @@
+"""What differs per task: tokenisation, heads, logit layout, losses and metrics."""
