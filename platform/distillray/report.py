@@ -52,6 +52,11 @@ def _fmt_bytes(n: float) -> str:
     return f"{n / 1e6:.1f} MB"
 
 
+def _pct(x: float | None, digits: int) -> str:
+    """A ratio as a percentage; n/a when the teacher scored 0 (e.g. F1 with no positive predicted)."""
+    return "n/a" if x is None else f"{x:.{digits}%}"
+
+
 def render_markdown(r: dict[str, Any], plots: list[str]) -> str:
     t, s = r["teacher"], r["student"]
     metric = r.get("metric", "accuracy")
@@ -61,7 +66,7 @@ def render_markdown(r: dict[str, Any], plots: list[str]) -> str:
     lines = [
         "# distillray report",
         "",
-        f"**The student keeps {r['retention']:.1%} of the teacher's {shown} "
+        f"**The student keeps {_pct(r['retention'], 1)} of the teacher's {shown} "
         f"({s[metric]:.2%} vs {t[metric]:.2%} on {t['rows']} dev rows) with "
         f"{s['params'] / t['params']:.0%} of its parameters, and runs {r['speedup']:.2f}x faster "
         f"(throughput at batch 64; {r['latency_speedup']:.2f}x at batch 1).**",
@@ -74,14 +79,14 @@ def render_markdown(r: dict[str, Any], plots: list[str]) -> str:
         f1 = f" {e['f1']:.2%} |" if with_f1 else ""
         lines.append(f"| {name} | {e['layers']} | {e['accuracy']:.2%} |{f1} {e['params'] / 1e6:.2f} M | "
                      f"{_fmt_bytes(e['size_bytes'])} | {e['latency_ms']:.2f} ms | {e['throughput']:.0f} ex/s |")
-    lines += ["", f"Retention {r['retention']:.2%} · speed-up {r['speedup']:.2f}x · size "
+    lines += ["", f"Retention {_pct(r['retention'], 2)} · speed-up {r['speedup']:.2f}x · size "
                   f"{r['size_ratio']:.0%} of the teacher's weights", ""]
     if r.get("speedup_rounds"):
         lines += [f"Throughput is the median of {len(r['speedup_rounds'])} rounds in which the models take "
                   f"turns over the same dev texts; the speed-up per round ranged "
                   f"{min(r['speedup_rounds']):.2f}x-{max(r['speedup_rounds']):.2f}x.", ""]
     if "int8" in r:
-        lines += [f"int8 dynamic quantisation of the student: retention {r['int8']['retention']:.2%}, "
+        lines += [f"int8 dynamic quantisation of the student: retention {_pct(r['int8']['retention'], 2)}, "
                   f"speed-up {r['int8']['speedup']:.2f}x over the teacher.", ""]
     if plots:
         lines += ["## Plots", ""] + [f"![{Path(p).stem}]({p})" for p in plots] + [""]
