@@ -217,3 +217,17 @@ def test_predictor_feeds_segments_to_a_pair_model(tmp_path):
     assert evaluate_dirs({"m": d}, [pair], labels, speed=False)["m"]["f1"] in (0.0, 1.0)
     with pytest.raises(ModelError, match="trained for data.task=pair but the data is single texts"):
         evaluate_dirs({"m": d}, ["one text"], labels, speed=False)
+
+
+def test_jsonl_pairs_and_empty_second_texts(tmp_path):
+    from distillray.data.text import load_split
+
+    p = tmp_path / "d.jsonl"
+    rows = [{"a": "x one", "b": "y one", "y": 1}, {"a": "x two", "b": "", "y": 0}, {"a": "x three", "b": None, "y": 0},
+            {"a": "x four", "b": "y four", "y": 0}]
+    p.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    over = ["data.task=pair", "data.text_column=a", "data.text_pair_column=b", "data.label_column=y"]
+    ds, _ = load_split(str(p), load_config(None, over).data)
+    assert ds.inputs() == [("x one", "y one"), ("x four", "y four")] and ds.skipped_empty == 2
+    with pytest.raises(DataError, match="line 2: the text or its text_pair is empty"):
+        load_split(str(p), load_config(None, [*over, "data.empty_text=error"]).data)

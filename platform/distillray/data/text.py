@@ -212,7 +212,7 @@ def _read_jsonl(path: str, cfg: DataConfig) -> Iterator[RawRow]:
         for col, v in ((cfg.text_column, t), (cfg.text_pair_column, b)):
             if v is not None and not isinstance(v, str):
                 raise DataError(f"{path}: line {n}: {col!r} is {type(v).__name__}, not text")
-        yield RawRow(rid, f"line {n}", t, _label_str(y), b)
+        yield RawRow(rid, f"line {n}", t, _label_str(y), None if cfg.task != "pair" else (b or ""))
         rid += 1
 
 
@@ -353,7 +353,8 @@ def _collect(source: str, cfg: DataConfig, max_rows: int | None) -> tuple[list[R
     for r in read_rows(source, cfg):
         if not r.text.strip() or (r.text_pair is not None and not r.text_pair.strip()):
             if cfg.empty_text == "error":
-                raise DataError(f"{source}: {r.where}: the text is empty; fix: remove the row, "
+                what = "text" if r.text_pair is None else "text or its text_pair"
+                raise DataError(f"{source}: {r.where}: the {what} is empty; fix: remove the row, "
                                 "or set data.empty_text=skip to skip such rows")
             skipped += 1
             continue
