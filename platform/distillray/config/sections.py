@@ -49,8 +49,8 @@ class DataConfig(_Section):
     """tsv/csv quoting: csv reads "..." as a quoted field; none takes every character literally
     (GLUE's TSVs, e.g. MRPC, hold unescaped `"` inside fields)."""
     metric: Literal["accuracy", "f1"] = "accuracy"
-    """Headline metric (retention, report, Tune): accuracy, or f1 of the positive class (label id 1)
-    of a binary task, GLUE MRPC's."""
+    """Headline metric (retention, report; f1 adds dev F1 to training's evals): accuracy, or f1 of
+    the positive class (label id 1) of a binary task, GLUE MRPC's. Tune still ranks by accuracy."""
     max_rows: int | None = Field(default=None, ge=1)
     """Use only N rows of train (smoke runs); data.sample picks them."""
     dev_max_rows: int | None = Field(default=None, ge=1)
