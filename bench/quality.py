@@ -174,7 +174,7 @@ def main() -> int:
         report = pipeline.finish(task, teacher, sfit, shards,
                                  timings=pipeline.stage_timings(task, teacher, shards, sfit, **more_timings))
         # accuracy of both on the same dev rows, and the rows only one of them gets right
-        both = evaluate_dirs({"student": out / "student", "hard": hard_dir}, task.dev.texts, task.dev.labels,
+        both = evaluate_dirs({"student": out / "student", "hard": hard_dir}, task.dev.inputs(), task.dev.labels,
                              task.labels.names, max_length=cfg.data.max_length, speed=False,
                              compare_to="hard") if hard_dir.exists() else {}
         paired = both.get("student", {}).get("vs_hard", {})

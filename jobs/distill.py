@@ -43,9 +43,9 @@ def main(argv: list[str] | None = None) -> int:
         student = pipeline.distill_student(cfg, checked, init_dir, task.dev, task.dest("student"))
     report = pipeline.finish(task, teacher, student, shards, tune_summary)
     logger.info("report: %s", task.dest("report.md"))
-    print(json.dumps({k: report[k] for k in ("retention", "speedup")} | {
-        "teacher_accuracy": report["teacher"]["accuracy"], "student_accuracy": report["student"]["accuracy"],
-        "output_dir": task.dest()}))
+    scores = {f"{who}_{m}": report[who][m] for who in ("teacher", "student") for m in ("accuracy", "f1")
+              if m in report[who]}
+    print(json.dumps({k: report[k] for k in ("metric", "retention", "speedup")} | scores | {"output_dir": task.dest()}))
     return 0
 
 

@@ -55,13 +55,14 @@ def main(argv: list[str] | None = None) -> int:
                         cfg.data.dev_max_rows)
     models = {"fp32": args.model} | ({"int8": args.model} if args.int8 else {}) | {n: args.model for n in onnx} \
         | ({"baseline": args.baseline} if args.baseline else {})
-    out = evaluate_dirs(models, dev.texts, dev.labels, names if args.baseline else None, quantized=("int8",),
+    out = evaluate_dirs(models, dev.inputs(), dev.labels, names if args.baseline else None, quantized=("int8",),
                         max_length=cfg.data.max_length, speed=not args.no_speed,
                         compare_to="baseline" if args.baseline else None, onnx=onnx)
     if args.baseline:
         b = out["baseline"]
         for name in [n for n in out if n != "baseline"]:
-            out[name]["retention"] = out[name]["accuracy"] / b["accuracy"] if b["accuracy"] else None
+            m = cfg.data.metric  # retention on the headline metric
+            out[name]["retention"] = out[name][m] / b[m] if b[m] else None
             if not args.no_speed:
                 out[name]["speedup"] = out[name]["throughput"] / b["throughput"]
     print(json.dumps(out if len(out) > 1 else out["fp32"], indent=2))

@@ -36,6 +36,12 @@ def main(argv: list[str] | None = None) -> int:
         raise ConfigError("config error: data.train and data.dev must be set (calibration and parity rows); "
                           "fix: e.g. --config sst2, or data.train=... data.dev=...")
     mcfg = model_config(args.model)  # a bad dir fails here, before the data is read
+    from distillray.tasks.classification import model_task
+
+    if model_task(mcfg) != "single" or cfg.data.task != "single":
+        raise ConfigError(f"config error: {args.model} is a sentence-pair model (or data.task={cfg.data.task}); the "
+                          "ONNX export has no token_type_ids input, so it covers single-text models only; fix: "
+                          "serve and evaluate pair models with torch (serve/app.py, jobs/evaluate.py)")
     names = [mcfg.id2label[i] for i in range(mcfg.num_labels)]
     labels = LabelSet(raw=[str(v) for v in cfg.data.labels] if cfg.data.labels else names, names=names)
     work = Path(cfg.run.output_dir)

@@ -84,8 +84,9 @@ def jsonable_errors(errors: list[dict]) -> list[dict]:
     return [{"loc": list(e.get("loc", ())), "msg": e.get("msg", ""), "type": e.get("type", "")} for e in errors]
 
 
-def parse_classify(body: bytes, content_type: str | None, max_texts: int, max_chars: int) -> list[str]:
-    """Raw request -> texts, or an ApiError naming what to fix. Pure: unit-testable."""
+def parse_classify(body: bytes, content_type: str | None, max_texts: int, max_chars: int) -> list:
+    """Raw request -> texts (or (text, text_pair) tuples), or an ApiError naming what to fix. Pure:
+    unit-testable."""
     ctype = (content_type or "").split(";")[0].strip().lower()
     if ctype != "application/json":
         raise ApiError(415, f"Content-Type must be application/json (got {content_type or 'none'})")
@@ -116,13 +117,26 @@ def parse_classify(body: bytes, content_type: str | None, max_texts: int, max_ch
         raise ApiError(422, '"texts" is empty; send at least one text')
     if len(texts) > max_texts:
         raise ApiError(413, f"{len(texts)} texts exceed serve.max_batch_texts={max_texts}; split the request")
-    for i, t in enumerate(texts):
-        where = "text" if req.text is not None else f"texts[{i}]"
-        if not t.strip():
-            raise ApiError(422, f"{where} is empty; send non-empty text")
-        if len(t) > max_chars:
-            raise ApiError(413, f"{where} has {len(t)} characters, over serve.max_chars={max_chars}; shorten it")
+    for i, item in enumerate(texts):
+        single = req.text is not None
+        for t, where in zip((item,) if isinstance(item, str) else item,
+                            ("text", "text_pair") if single else (f"texts[{i}]", f"text_pairs[{i}]")):
+            if not t.strip():
+                raise ApiError(422, f"{where} is empty; send non-empty text")
+            if len(t) > max_chars:
+                raise ApiError(413, f"{where} has {len(t)} characters, over serve.max_chars={max_chars}; shorten it")
     return texts
+
+
+def check_task(items: list, task: str) -> None:
+    """A sentence-pair model needs a text_pair with every text; a single-text model takes none."""
+    pairs = not isinstance(items[0], str)
+    if task == "pair" and not pairs:
+        raise ApiError(422, 'this model classifies sentence pairs: send {"text": "...", "text_pair": "..."} '
+                            'or {"texts": [...], "text_pairs": [...]}')
+    if task != "pair" and pairs:
+        raise ApiError(422, 'this model classifies single texts: send {"text": "..."} or {"texts": [...]} '
+                            'without text_pair / text_pairs')
 
 
 class _Metrics:
@@ -264,6 +278,7 @@ class Api:
         texts = parse_classify(await request.body(), request.headers.get("content-type"),
                                self.s["max_batch_texts"], self.s["max_chars"])
         info = await self._model_info()
+        check_task(texts, info.get("task", "single"))
         probs = await self._classify_together(texts)
         # built as the ClassifyResponse schema says (the docs' response_model), and returned as
         # JSON as is: FastAPI would otherwise validate and re-encode it, per request

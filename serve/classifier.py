@@ -53,7 +53,7 @@ class Classifier:
         self.clf = load_for_inference(path, quantize=settings["quantize"], use_gpu=settings.get("use_gpu", False))
         # the dir's name (an s3:// URI's query string is not part of it) and its content hash
         self.model_id = f"{storage.split(path)[1]}@{content_hash(path)[:12]}" + ("+int8" if settings["quantize"] else "")
-        self.info = {"model": self.model_id, "path": str(path), "labels": self.clf.labels,
+        self.info = {"model": self.model_id, "path": str(path), "labels": self.clf.labels, "task": self.clf.task,
                      "params": self.clf.num_params, "max_length": self.clf.max_length,
                      "quantized": settings["quantize"], **provenance(path)}
         on_gpu = self.clf.device.type == "cuda"
@@ -62,14 +62,15 @@ class Classifier:
                                     boundaries=[1, 2, 4, 8, 16, 32, 64, 128, 256], tag_keys=("model",))
         self.classify_batch.set_max_batch_size(settings["max_batch_size"])
         self.classify_batch.set_batch_wait_timeout_s(settings["model_batch_wait_timeout_s"])
-        self.clf.predict(["warm up"])  # first call pays one-off costs, not the first client
+        self.clf.predict([("warm", "up")] if self.clf.task == "pair" else ["warm up"])  # one-off costs, not the first client's
         logger.info("serving %s (%d params, labels %s)", self.model_id, self.clf.num_params, self.clf.labels)
 
     def model_info(self) -> dict:
         return self.info
 
     async def classify(self, texts: list) -> list:
-        """Probabilities per label for each text (batched with other concurrent calls)."""
+        """Probabilities per label for each text, or (text, text_pair) pair (batched with other
+        concurrent calls)."""
         return await self.classify_batch(texts)
 
     @serve.batch(max_batch_size=32, batch_wait_timeout_s=0.0)

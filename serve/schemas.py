@@ -6,23 +6,39 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 
 class ClassifyRequest(BaseModel):
-    """Exactly one of `text` (one string) or `texts` (a list of strings)."""
+    """Exactly one of `text` (one string) or `texts` (a list of strings); for a sentence-pair model,
+    with `text_pair` (or `text_pairs`, one per text) as the second text of each pair."""
 
     model_config = ConfigDict(extra="forbid", strict=True,
                               json_schema_extra={"examples": [{"text": "a gripping , funny film ."},
-                                                              {"texts": ["loved it", "a dull mess"]}]})
+                                                              {"texts": ["loved it", "a dull mess"]},
+                                                              {"text": "He left.", "text_pair": "He went away."}]})
 
     text: str | None = Field(default=None, description="one text to classify")
     texts: list[str] | None = Field(default=None, description="several texts to classify, in order")
+    text_pair: str | None = Field(default=None, description="sentence-pair models: the second text of `text`")
+    text_pairs: list[str] | None = Field(default=None, description="sentence-pair models: the second text "
+                                                                    "of each of `texts`, in order")
 
     @model_validator(mode="after")
     def _exactly_one(self) -> ClassifyRequest:
         if (self.text is None) == (self.texts is None):
             raise ValueError('send exactly one of "text" (a string) or "texts" (a list of strings)')
+        if self.text_pair is not None and self.text is None:
+            raise ValueError('"text_pair" goes with "text"; with "texts" send "text_pairs"')
+        if self.text_pairs is not None and self.texts is None:
+            raise ValueError('"text_pairs" goes with "texts"; with "text" send "text_pair"')
+        if self.text_pairs is not None and len(self.text_pairs) != len(self.texts or []):
+            raise ValueError(f'"text_pairs" has {len(self.text_pairs)} items but "texts" has '
+                             f'{len(self.texts or [])}; send one text_pair per text')
         return self
 
-    def items(self) -> list[str]:
-        return [self.text] if self.text is not None else list(self.texts or [])
+    def items(self) -> list[str | tuple[str, str]]:
+        """The texts, or (text, text_pair) tuples when the request carries pairs."""
+        if self.text is not None:
+            return [self.text if self.text_pair is None else (self.text, self.text_pair)]
+        texts = list(self.texts or [])
+        return texts if self.text_pairs is None else list(zip(texts, self.text_pairs))
 
 
 class Prediction(BaseModel):
@@ -40,6 +56,7 @@ class ModelInfo(BaseModel):
     model: str
     path: str
     labels: list[str]
+    task: str = Field(default="single", description="single: one text per input; pair: text and text_pair")
     params: int
     max_length: int
     quantized: bool

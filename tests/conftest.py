@@ -27,6 +27,14 @@ def sst2(split: str) -> Path:
     return path
 
 
+def shared_data(rel: str) -> Path:
+    """Path of a file under ../shared/data (e.g. "mrpc/train.tsv"); skips the test where absent."""
+    path = SST2.parent / rel
+    if not path.exists():
+        pytest.skip(f"real data not found at {path} (../shared/data beside the repo)")
+    return path
+
+
 SST2_ARGS = ["data.text_column=1", "data.label_column=0", "data.labels=[0,1]",
              "data.label_names=[negative,positive]"]
 

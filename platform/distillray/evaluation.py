@@ -91,7 +91,7 @@ def rotated(names: list, k: int) -> list:
     return names[k:] + names[:k]
 
 
-def evaluate_dirs(models: dict[str, str | Path], texts: list[str], labels: np.ndarray,
+def evaluate_dirs(models: dict[str, str | Path], texts: list, labels: np.ndarray,
                   label_names: list[str] | None = None, quantized: tuple[str, ...] = (),
                   max_length: int | None = None, speed: bool = True, threads: int | None = None,
                   compare_to: str | None = None, onnx: dict[str, str] | None = None) -> dict[str, dict[str, Any]]:
@@ -99,7 +99,12 @@ def evaluate_dirs(models: dict[str, str | Path], texts: list[str], labels: np.nd
     names in `quantized` are loaded with torch int8 dynamic quantisation, those in `onnx` run
     their ONNX export of that variant, e.g. {"student_onnx": "fp32"}, in ONNX Runtime). Speeds
     are measured side by side (`measure_speed`), so their ratios are fair. With `compare_to` (one
-    of the names), every other model gets `vs_<that name>`: `paired_comparison` of their predictions."""
+    of the names), every other model gets `vs_<that name>`: `paired_comparison` of their predictions.
+    `texts` are strings, or (text, text_pair) tuples for a sentence-pair model; binary tasks also
+    get `f1`, the positive class's (label id 1)."""
+    from distillray.tasks.classification import positive_f1, split_items
+
+    pairs = split_items(texts[:1])[1] is not None
     threads = threads or len(os.sched_getaffinity(0))
     torch.set_num_threads(threads)
     onnx = onnx or {}
@@ -116,6 +121,13 @@ def evaluate_dirs(models: dict[str, str | Path], texts: list[str], labels: np.nd
 
             raise ModelError(f"{model_dir}: the model's labels {clf.labels} differ from the dataset's "
                              f"{list(label_names)}; fix: evaluate it on the data it was trained for")
+        task = getattr(clf, "task", "single")
+        if (task == "pair") != pairs:
+            from distillray.errors import ModelError
+
+            raise ModelError(f"{model_dir}: the model was trained for data.task={task} but the data is "
+                             f"{'sentence pairs' if pairs else 'single texts'}; fix: set data.task={task} "
+                             "(and data.text_pair_column for pairs), or evaluate another model")
         t0 = time.perf_counter()
         pred = preds[name] = clf.predict(texts)
         eval_s = time.perf_counter() - t0
@@ -132,6 +144,8 @@ def evaluate_dirs(models: dict[str, str | Path], texts: list[str], labels: np.nd
         }
         if len(clf.labels) > 2:
             out[name]["macro_f1"] = macro_f1(labels, pred, len(clf.labels))
+        elif len(clf.labels) == 2:
+            out[name]["f1"] = positive_f1(labels, pred)
     if compare_to is not None:
         for name in [n for n in models if n != compare_to]:
             out[name][f"vs_{compare_to}"] = paired_comparison(preds[name], preds[compare_to], labels)

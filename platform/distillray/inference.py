@@ -37,18 +37,20 @@ def pad(seqs: list, pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
 
 @torch.inference_mode()
 def forward_sorted(model: PreTrainedModel, seqs: list, batch_size: int, pad_id: int,
-                   device: torch.device | str = "cpu",
-                   want_hidden: bool = False) -> tuple[np.ndarray, np.ndarray | None]:
+                   device: torch.device | str = "cpu", want_hidden: bool = False,
+                   types: list | None = None) -> tuple[np.ndarray, np.ndarray | None]:
     """Logits (rows, num_labels) float32 in input order, and optionally the final [CLS] hidden
-    state (rows, hidden). Batches are formed over length-sorted rows."""
+    state (rows, hidden). Batches are formed over length-sorted rows. `types`: token_type_ids per
+    row (sentence pairs); None: all 0."""
     order = np.argsort([len(s) for s in seqs], kind="stable")
     logits = np.empty((len(seqs), model.config.num_labels), dtype=np.float32)
     hidden = np.empty((len(seqs), model.config.hidden_size), dtype=np.float32) if want_hidden else None
     for start in range(0, len(seqs), batch_size):
         idx = order[start:start + batch_size]
         ids, mask = pad([seqs[i] for i in idx], pad_id)
+        extra = {} if types is None else {"token_type_ids": pad([types[i] for i in idx], 0)[0].to(device)}
         out = model(input_ids=ids.to(device), attention_mask=mask.to(device),
-                    output_hidden_states=want_hidden)
+                    output_hidden_states=want_hidden, **extra)
         logits[idx] = out.logits.float().cpu().numpy()
         if want_hidden:
             hidden[idx] = out.hidden_states[-1][:, 0].float().cpu().numpy()
@@ -83,13 +85,23 @@ class Predictor:
     def num_params(self) -> int:
         return count_params(self.model)
 
-    def predict_proba(self, texts: list[str], batch_size: int = 64) -> np.ndarray:
-        """Class probabilities (rows, num_labels) for raw texts."""
-        seqs = encode(self.tokenizer, texts, self.max_length)
-        logits, _ = forward_sorted(self.model, seqs, batch_size, self.tokenizer.pad_token_id or 0, self.device)
+    @property
+    def task(self) -> str:
+        """single or pair: what each input is (recorded in the model's config)."""
+        from distillray.tasks.classification import model_task
+
+        return model_task(self.model.config)
+
+    def predict_proba(self, texts: list, batch_size: int = 64) -> np.ndarray:
+        """Class probabilities (rows, num_labels) for raw texts, or (text, text_pair) pairs."""
+        from distillray.tasks.classification import tokenize
+
+        seqs, types = tokenize(self.tokenizer, texts, self.max_length)
+        logits, _ = forward_sorted(self.model, seqs, batch_size, self.tokenizer.pad_token_id or 0, self.device,
+                                   types=types)
         return softmax(logits)
 
-    def predict(self, texts: list[str], batch_size: int = 64) -> np.ndarray:
+    def predict(self, texts: list, batch_size: int = 64) -> np.ndarray:
         """Predicted label ids (rows,)."""
         return self.predict_proba(texts, batch_size).argmax(-1)
 

@@ -56,13 +56,16 @@ def teacher_init_dir(task: Task) -> tuple[str, bool]:
     from distillray.models import is_finetuned_for, load_classifier, load_tokenizer, resolve_model_dir, save_model_dir
 
     cfg = task.cfg
+    from distillray.tasks.classification import TASK_KEY
+
     base = resolve_model_dir(cfg.teacher.model)
-    if is_finetuned_for(base, task.labels.names):
+    if is_finetuned_for(base, task.labels.names, cfg.data.task):
         return str(base), True
     out = task.dest("work", "teacher-init")
     if not storage.exists(storage.join(out, "config.json")):
         torch.manual_seed(cfg.train.seed)
         model = load_classifier(base, task.id2label, allow_pickle=cfg.teacher.allow_pickle)
+        setattr(model.config, TASK_KEY, cfg.data.task)  # exported with it: Serve reads it
         save_model_dir(model, load_tokenizer(base), out, extra={"base": str(base)})
     return out, False
 
@@ -130,15 +133,18 @@ def student_init_dir(task: Task, teacher_dir: str, layers: list[int] | None) -> 
     """Build the student from the teacher once, on the driver, and save it: train workers and
     Tune trials load this dir and never the teacher."""
     from distillray.models import build_student, default_layers, load_classifier, load_tokenizer, model_config, save_model_dir
+    from distillray.tasks.classification import TASK_KEY
 
     n = model_config(teacher_dir).num_hidden_layers
     layers = layers if layers is not None else default_layers(n)
     out = task.dest("work", f"student-init-{'-'.join(map(str, layers))}")
     marker = storage.join(out, "distillray.json")
-    want = {"teacher": str(teacher_dir), "layers": layers}
+    want = {"teacher": str(teacher_dir), "layers": layers, "task": task.cfg.data.task}
     if not (storage.is_file(marker) and {k: json.loads(storage.read_bytes(marker)).get(k) for k in want} == want):
         teacher = load_classifier(teacher_dir, allow_pickle=task.cfg.teacher.allow_pickle)
-        save_model_dir(build_student(teacher, layers), load_tokenizer(teacher_dir), out, extra=want)
+        student = build_student(teacher, layers)
+        setattr(student.config, TASK_KEY, task.cfg.data.task)  # the exported student's config records it
+        save_model_dir(student, load_tokenizer(teacher_dir), out, extra=want)
     return out
 
 
@@ -152,7 +158,7 @@ def check_shards(task: Task, shard_dir: str, teacher_dir: str | None) -> Shards:
                      teacher_hash=content_hash(teacher_dir) if teacher_dir else None,
                      tokenizer_hash=tokenizer_hash(teacher_dir) if teacher_dir else None,
                      max_length=task.cfg.data.max_length,
-                     label_names=task.labels.names if task.labels else None)
+                     label_names=task.labels.names if task.labels else None, task=task.cfg.data.task)
     if task.cfg.distill.alpha_cos > 0 and not manifest.get("store_hidden"):
         raise ShardError(f"{shard_dir}: distill.alpha_cos>0 needs teacher hidden states, which these "
                          "shards lack; fix: run precompute with precompute.store_hidden=true")
@@ -215,7 +221,7 @@ def evaluate_models(task: Task, dirs: dict[str, str], quantize_student: bool = T
     models = dict(dirs)
     if quantize_student and "student" in dirs:
         models["student_int8"] = dirs["student"]
-    out = evaluate_dirs(models, task.dev.texts, task.dev.labels, task.labels.names, quantized=("student_int8",),
+    out = evaluate_dirs(models, task.dev.inputs(), task.dev.labels, task.labels.names, quantized=("student_int8",),
                         max_length=task.cfg.data.max_length)
     return Evaluation(out, time.time() - t0)
 
@@ -233,13 +239,17 @@ def prepare_teacher(task: Task) -> TeacherResult:
     if not finetuned:
         logger.warning("teacher.finetune=false but %s is not fine-tuned for %s: distilling from a "
                        "randomly initialised head", cfg.teacher.model, task.labels.names)
+    from distillray.tasks.classification import record_task
+
     out = task.dest("teacher")
     if task.remote:
         with tempfile.TemporaryDirectory() as tmp:
             _copy_model_files(Path(init_dir), Path(tmp))
+            record_task(Path(tmp), cfg.data.task)
             storage.upload_dir(tmp, out)
     elif Path(init_dir).resolve() != Path(out).resolve():
         _copy_model_files(Path(init_dir), Path(out))
+        record_task(Path(out), cfg.data.task)
     logger.info("teacher: using %s as is (already fine-tuned for %s)", cfg.teacher.model, task.labels.names)
     return TeacherResult(out)
 

@@ -21,10 +21,13 @@ def build_report(evals: dict[str, dict[str, Any]], config: dict[str, Any], datas
                  timings: dict[str, float], training: dict[str, Any] | None = None,
                  tune: dict[str, Any] | None = None) -> dict[str, Any]:
     t, s = evals["teacher"], evals["student"]
+    metric = config.get("data", {}).get("metric", "accuracy")  # the headline: accuracy or f1
     report: dict[str, Any] = {
         "teacher": t,
         "student": s,
-        "retention": s["accuracy"] / t["accuracy"] if t["accuracy"] else None,
+        "metric": metric,
+        "retention": s[metric] / t[metric] if t[metric] else None,
+        "retention_by_metric": {m: s[m] / t[m] if t[m] else None for m in ("accuracy", "f1") if m in t and m in s},
         "speedup": s["throughput"] / t["throughput"] if t.get("throughput") else None,
         "latency_speedup": t["latency_ms"] / s["latency_ms"] if s.get("latency_ms") else None,
         "speedup_rounds": [b / a for a, b in zip(t.get("throughput_rounds", []), s.get("throughput_rounds", []))],
@@ -36,7 +39,7 @@ def build_report(evals: dict[str, dict[str, Any]], config: dict[str, Any], datas
     if "student_int8" in evals:
         q = evals["student_int8"]
         report["student_int8"] = q
-        report["int8"] = {"retention": q["accuracy"] / t["accuracy"] if t["accuracy"] else None,
+        report["int8"] = {"retention": q[metric] / t[metric] if t[metric] else None,
                           "speedup": q["throughput"] / t["throughput"] if t.get("throughput") else None}
     if training:
         report["training"] = training
@@ -49,31 +52,41 @@ def _fmt_bytes(n: float) -> str:
     return f"{n / 1e6:.1f} MB"
 
 
+def _pct(x: float | None, digits: int) -> str:
+    """A ratio as a percentage; n/a when the teacher scored 0 (e.g. F1 with no positive predicted)."""
+    return "n/a" if x is None else f"{x:.{digits}%}"
+
+
 def render_markdown(r: dict[str, Any], plots: list[str]) -> str:
     t, s = r["teacher"], r["student"]
+    metric = r.get("metric", "accuracy")
+    shown = {"accuracy": "accuracy", "f1": "F1"}[metric]
+    with_f1 = "f1" in t  # binary tasks: F1 of the positive class beside accuracy
     rows = [("teacher", t), ("student", s)] + ([("student int8", r["student_int8"])] if "student_int8" in r else [])
     lines = [
         "# distillray report",
         "",
-        f"**The student keeps {r['retention']:.1%} of the teacher's accuracy "
-        f"({s['accuracy']:.2%} vs {t['accuracy']:.2%} on {t['rows']} dev rows) with "
+        f"**The student keeps {_pct(r['retention'], 1)} of the teacher's {shown} "
+        f"({s[metric]:.2%} vs {t[metric]:.2%} on {t['rows']} dev rows) with "
         f"{s['params'] / t['params']:.0%} of its parameters, and runs {r['speedup']:.2f}x faster "
         f"(throughput at batch 64; {r['latency_speedup']:.2f}x at batch 1).**",
         "",
-        "| model | layers | accuracy | params | size | latency (batch 1, median) | throughput (batch 64) |",
-        "|---|---:|---:|---:|---:|---:|---:|",
+        f"| model | layers | accuracy |{' F1 |' if with_f1 else ''} params | size | latency (batch 1, median) "
+        "| throughput (batch 64) |",
+        f"|---|---:|---:|{'---:|' if with_f1 else ''}---:|---:|---:|---:|",
     ]
     for name, e in rows:
-        lines.append(f"| {name} | {e['layers']} | {e['accuracy']:.2%} | {e['params'] / 1e6:.2f} M | "
+        f1 = f" {e['f1']:.2%} |" if with_f1 else ""
+        lines.append(f"| {name} | {e['layers']} | {e['accuracy']:.2%} |{f1} {e['params'] / 1e6:.2f} M | "
                      f"{_fmt_bytes(e['size_bytes'])} | {e['latency_ms']:.2f} ms | {e['throughput']:.0f} ex/s |")
-    lines += ["", f"Retention {r['retention']:.2%} · speed-up {r['speedup']:.2f}x · size "
+    lines += ["", f"Retention {_pct(r['retention'], 2)} · speed-up {r['speedup']:.2f}x · size "
                   f"{r['size_ratio']:.0%} of the teacher's weights", ""]
     if r.get("speedup_rounds"):
         lines += [f"Throughput is the median of {len(r['speedup_rounds'])} rounds in which the models take "
                   f"turns over the same dev texts; the speed-up per round ranged "
                   f"{min(r['speedup_rounds']):.2f}x-{max(r['speedup_rounds']):.2f}x.", ""]
     if "int8" in r:
-        lines += [f"int8 dynamic quantisation of the student: retention {r['int8']['retention']:.2%}, "
+        lines += [f"int8 dynamic quantisation of the student: retention {_pct(r['int8']['retention'], 2)}, "
                   f"speed-up {r['int8']['speedup']:.2f}x over the teacher.", ""]
     if plots:
         lines += ["## Plots", ""] + [f"![{Path(p).stem}]({p})" for p in plots] + [""]

@@ -40,6 +40,17 @@ class DataConfig(_Section):
     """Declared label set and order; null: the sorted unique labels of train."""
     label_names: list[str] | None = None
     """Display names for data.labels, in the same order."""
+    task: Literal["single", "pair", "qa"] = "single"
+    """What a row is: one text to classify (single), two texts classified together as
+    `[CLS] a [SEP] b [SEP]` (pair: GLUE MRPC, RTE), or extractive question answering (qa)."""
+    text_pair_column: str | int | None = None
+    """data.task=pair: the second text's column (name or 0-based index)."""
+    quoting: Literal["csv", "none"] = "csv"
+    """tsv/csv quoting: csv reads "..." as a quoted field; none takes every character literally
+    (GLUE's TSVs, e.g. MRPC, hold unescaped `"` inside fields)."""
+    metric: Literal["accuracy", "f1"] = "accuracy"
+    """Headline metric (retention, report; f1 adds dev F1 to training's evals): accuracy, or f1 of
+    the positive class (label id 1) of a binary task, GLUE MRPC's. Tune still ranks by accuracy."""
     max_rows: int | None = Field(default=None, ge=1)
     """Use only N rows of train (smoke runs); data.sample picks them."""
     dev_max_rows: int | None = Field(default=None, ge=1)

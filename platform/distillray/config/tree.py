@@ -339,6 +339,7 @@ def check(cfg: Config) -> None:
                 f"fix: set student.layers={sorted(set(layers))}"
             )
     dl = cfg.data
+    _check_task(dl)
     if dl.label_names is not None:
         if dl.labels is None or len(dl.labels) != len(dl.label_names):
             raise ConfigError(
@@ -355,6 +356,27 @@ def check(cfg: Config) -> None:
         )
     for key, spec in cfg.tune.space.items():
         _check_space(key, spec)
+
+
+def _check_task(dl: DataConfig) -> None:
+    """data.task and the keys that only make sense with one task."""
+    if dl.task == "qa":
+        raise ConfigError(
+            "config error: data.task=qa is not wired into the pipeline yet (only single-text and "
+            "sentence-pair classification are); fix: set data.task=single or data.task=pair")
+    if dl.task == "pair" and dl.text_pair_column is None:
+        raise ConfigError(
+            "config error: data.task=pair needs the second text's column; fix: set "
+            "data.text_pair_column, e.g. data.text_pair_column=sentence2 (or a 0-based index)")
+    if dl.task == "single" and dl.text_pair_column is not None:
+        raise ConfigError(
+            f"config error: data.text_pair_column={json.dumps(dl.text_pair_column)} is set but "
+            "data.task=single reads one text per row; fix: set data.task=pair, or "
+            "data.text_pair_column=null")
+    if dl.metric == "f1" and dl.labels is not None and len(dl.labels) != 2:
+        raise ConfigError(
+            f"config error: data.metric=f1 is the F1 of the positive class of a binary task, but "
+            f"data.labels={dl.labels} has {len(dl.labels)} classes; fix: set data.metric=accuracy")
 
 
 _UNSEARCHABLE = {"train.log_every", "train.eval_every"}

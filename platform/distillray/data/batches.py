@@ -31,12 +31,15 @@ def _stack(col: Any) -> np.ndarray:
 def collate(rows: dict[str, Any], idx: np.ndarray, pad_id: int) -> Batch:
     """Pad the chosen rows of a numpy batch into tensors.
 
-    Returns input_ids, attention_mask (batch, len); labels (batch,); teacher_logits
-    (batch, num_labels) and teacher_hidden (batch, hidden) when the rows carry them.
+    Returns input_ids, attention_mask (batch, len); labels (batch,); token_type_ids (batch, len)
+    for sentence pairs; teacher_logits (batch, num_labels) and teacher_hidden (batch, hidden)
+    when the rows carry them.
     """
     ids, mask = pad([rows["input_ids"][i] for i in idx], pad_id)
     out: Batch = {"input_ids": ids, "attention_mask": mask,
                   "labels": torch.as_tensor(np.asarray(rows["label"])[idx], dtype=torch.long)}
+    if "token_type_ids" in rows:
+        out["token_type_ids"] = pad([rows["token_type_ids"][i] for i in idx], 0)[0]
     for key in ("teacher_logits", "teacher_hidden"):
         if key in rows:
             out[key] = torch.from_numpy(_stack(rows[key])[idx])
@@ -74,7 +77,8 @@ def to_device(batch: Batch, device: torch.device) -> Batch:
 
 
 def tokenized_dataset(table, tokenizer_dir: str, max_length: int, name: str):
-    """A Ray Dataset of tokenised rows (id, input_ids unpadded, label) from an id/text/label table.
+    """A Ray Dataset of tokenised rows (id, input_ids unpadded, label; token_type_ids for sentence
+    pairs) from an id/text[/text_pair]/label table.
 
     Tokenised on the driver: a fast tokenizer does ~50k rows/s, far quicker than starting a Ray
     actor to do it, and token ids are a fraction of the text's size.
@@ -82,12 +86,16 @@ def tokenized_dataset(table, tokenizer_dir: str, max_length: int, name: str):
     import pyarrow as pa
     import ray
 
-    from distillray.inference import encode
     from distillray.models import load_tokenizer
+    from distillray.tasks.classification import tokenize
 
-    seqs = encode(load_tokenizer(tokenizer_dir), table.column("text").to_pylist(), max_length)
-    tokens = pa.table({"id": table.column("id"), "input_ids": pa.array(seqs, pa.list_(pa.int32())),
-                       "label": table.column("label")})
+    texts = table.column("text").to_pylist()
+    items = list(zip(texts, table.column("text_pair").to_pylist())) if "text_pair" in table.column_names else texts
+    seqs, types = tokenize(load_tokenizer(tokenizer_dir), items, max_length)
+    cols = {"id": table.column("id"), "input_ids": pa.array(seqs, pa.list_(pa.int32()))}
+    if types is not None:
+        cols["token_type_ids"] = pa.array(types, pa.list_(pa.int8()))
+    tokens = pa.table({**cols, "label": table.column("label")})
     ds = ray.data.from_arrow(tokens)
     ds.set_name(name)
     ds.context.enable_progress_bars = False  # read inside training: the loop logs its own progress

@@ -54,14 +54,17 @@ class TeacherLogits:
         self.run_name = run_name
 
     def __call__(self, batch: pa.Table) -> pa.Table:
-        from distillray.inference import encode, forward_sorted
+        from distillray.inference import forward_sorted
+        from distillray.tasks.classification import tokenize
 
         t0 = time.time()
-        seqs = encode(self.tokenizer, batch.column("text").to_pylist(), self.max_length)
+        texts = batch.column("text").to_pylist()
+        items = list(zip(texts, batch.column("text_pair").to_pylist())) if "text_pair" in batch.column_names else texts
+        seqs, types = tokenize(self.tokenizer, items, self.max_length)
         logits, hidden = forward_sorted(self.model, seqs, self.batch_size,
-                                        self.tokenizer.pad_token_id or 0, self.device, self.store_hidden)
+                                        self.tokenizer.pad_token_id or 0, self.device, self.store_hidden, types)
         table = shards.make_table(batch.column("id").to_numpy(), seqs, batch.column("label").to_numpy(),
-                                  logits, hidden, self.logits_dtype)
+                                  logits, hidden, self.logits_dtype, types)
         record_precompute(table.num_rows, time.time() - t0, self.run_name)
         return table
 
@@ -97,6 +100,7 @@ def shard_meta(cfg: Config, train: TextDataset, teacher_dir: str) -> dict[str, A
         "teacher": {"path": str(teacher_dir), "content_hash": content_hash(teacher_dir),
                     "num_labels": mcfg.num_labels, "hidden_size": mcfg.hidden_size},
         "tokenizer_hash": tokenizer_hash(teacher_dir),
+        "task": cfg.data.task,
         "max_length": cfg.data.max_length,
         "logits_dtype": cfg.precompute.logits_dtype,
         "store_hidden": cfg.precompute.store_hidden,

@@ -5,13 +5,14 @@ A shard dir holds everything a student needs to learn from a teacher without run
     id              int64                    row id in the source dataset
     input_ids       list<int32>              tokens, truncated to max_length, NOT padded
     label           int64                    hard label id
+    token_type_ids  list<int8>               sentence pairs only: segment of each token (0: a, 1: b)
     teacher_logits  fixed_size_list<f32|f16> raw logits at T = 1 (any T is applied later)
     teacher_hidden  fixed_size_list<f32|f16> optional: final-layer [CLS] hidden state
 
 Shard files are content-addressed (`shard-<sha256 prefix>.parquet`) and moved into place only
 when complete, so a file's name is its checksum: a truncated or bit-flipped shard is detected
 and recomputed. The dir's name is a key over every input (teacher weights, tokenizer,
-max_length, dataset, dtype), so changing any input gives a new dir, never a mixed one.
+max_length, dataset, dtype, task), so changing any input gives a new dir, never a mixed one.
 """
 
 from __future__ import annotations
@@ -40,12 +41,17 @@ _PREFIX, _SUFFIX = "shard-", ".parquet"
 _HASH_CHARS = 20
 
 
-def shard_schema(num_labels: int, logits_dtype: str, hidden_size: int | None) -> pa.Schema:
+def shard_schema(num_labels: int, logits_dtype: str, hidden_size: int | None,
+                 token_types: bool = False) -> pa.Schema:
     ftype = pa.float16() if logits_dtype == "float16" else pa.float32()
     fields = [
         pa.field("id", pa.int64(), nullable=False),
         pa.field("input_ids", pa.list_(pa.int32()), nullable=False),
         pa.field("label", pa.int64(), nullable=False),
+    ]
+    if token_types:
+        fields.append(pa.field("token_type_ids", pa.list_(pa.int8()), nullable=False))
+    fields += [
         pa.field("teacher_logits", pa.list_(ftype, num_labels), nullable=False),
     ]
     if hidden_size:
@@ -54,10 +60,13 @@ def shard_schema(num_labels: int, logits_dtype: str, hidden_size: int | None) ->
 
 
 def make_table(ids: np.ndarray, input_ids: list[list[int]], labels: np.ndarray,
-               logits: np.ndarray, hidden: np.ndarray | None, logits_dtype: str) -> pa.Table:
-    """Build one shard table. logits: (rows, num_labels); hidden: (rows, hidden) or None."""
+               logits: np.ndarray, hidden: np.ndarray | None, logits_dtype: str,
+               token_type_ids: list[list[int]] | None = None) -> pa.Table:
+    """Build one shard table. logits: (rows, num_labels); hidden: (rows, hidden) or None;
+    token_type_ids: per row, for sentence pairs (None: single texts)."""
     np_dtype = np.float16 if logits_dtype == "float16" else np.float32
-    schema = shard_schema(logits.shape[1], logits_dtype, hidden.shape[1] if hidden is not None else None)
+    schema = shard_schema(logits.shape[1], logits_dtype, hidden.shape[1] if hidden is not None else None,
+                          token_types=token_type_ids is not None)
     cols = {
         "id": pa.array(ids, pa.int64()),
         "input_ids": pa.array(input_ids, pa.list_(pa.int32())),
@@ -65,6 +74,8 @@ def make_table(ids: np.ndarray, input_ids: list[list[int]], labels: np.ndarray,
         "teacher_logits": pa.FixedSizeListArray.from_arrays(
             pa.array(logits.astype(np_dtype).ravel()), logits.shape[1]),
     }
+    if token_type_ids is not None:
+        cols["token_type_ids"] = pa.array(token_type_ids, pa.list_(pa.int8()))
     if hidden is not None:
         cols["teacher_hidden"] = pa.FixedSizeListArray.from_arrays(
             pa.array(hidden.astype(np_dtype).ravel()), hidden.shape[1])
@@ -199,9 +210,13 @@ def shard_paths(shard_dir: str, manifest: dict[str, Any]) -> list[str]:
 
 def check_compatible(manifest: dict[str, Any], shard_dir: str, *, teacher_hash: str | None,
                      tokenizer_hash: str | None, max_length: int | None,
-                     label_names: list[str] | None) -> None:
-    """Refuse shards computed from another teacher, tokenizer, max_length or label set."""
+                     label_names: list[str] | None, task: str | None = None) -> None:
+    """Refuse shards computed for another task, or from another teacher, tokenizer, max_length or
+    label set. (Manifests written before tasks existed hold single-text shards.)"""
     checks = [
+        ("task", task, manifest.get("task", "single"),
+         f"set data.task={manifest.get('task', 'single')}, or run precompute with this config "
+         "(each task's shards hold other inputs)"),
         ("teacher", teacher_hash, manifest["teacher"]["content_hash"],
          f"run precompute with this teacher, or set teacher.model={manifest['teacher']['path']}"),
         ("tokenizer", tokenizer_hash, manifest["tokenizer_hash"],

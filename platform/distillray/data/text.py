@@ -42,6 +42,7 @@ class RawRow:
     where: str  # "line 12" or "row 12", for error messages
     text: str
     label: str
+    text_pair: str | None = None  # data.task=pair: the second text
 
 
 @dataclass
@@ -55,24 +56,32 @@ class TextDataset:
     label_names: list[str]
     skipped_empty: int = 0
     raw_labels: list[str] = field(default_factory=list)  # label set in id order, as in the file
+    text_pairs: list[str] | None = None  # data.task=pair: each row's second text
 
     def __len__(self) -> int:
         return len(self.texts)
 
+    def inputs(self) -> list:
+        """What a model reads per row: the text, or (text, text_pair) for pairs."""
+        return list(self.texts) if self.text_pairs is None else list(zip(self.texts, self.text_pairs))
+
     def to_arrow(self) -> pa.Table:
-        return pa.table({
-            "id": pa.array(self.ids, pa.int64()),
-            "text": pa.array(self.texts, pa.string()),
-            "label": pa.array(self.labels, pa.int64()),
-        })
+        cols = {"id": pa.array(self.ids, pa.int64()), "text": pa.array(self.texts, pa.string())}
+        if self.text_pairs is not None:
+            cols["text_pair"] = pa.array(self.text_pairs, pa.string())
+        cols["label"] = pa.array(self.labels, pa.int64())
+        return pa.table(cols)
 
     def fingerprint(self) -> str:
         """sha256 over ids, texts, labels and label names: what the shards were computed from."""
         h = hashlib.sha256()
         h.update(json.dumps(self.label_names).encode())
-        for i, t, y in zip(self.ids.tolist(), self.texts, self.labels.tolist()):
+        pairs = self.text_pairs if self.text_pairs is not None else [None] * len(self.texts)
+        for i, t, y, b in zip(self.ids.tolist(), self.texts, self.labels.tolist(), pairs):
             h.update(f"{i}\x1f{y}\x1f".encode())
             h.update(t.encode("utf-8", "surrogatepass"))
+            if b is not None:  # single-text fingerprints stay as they were
+                h.update(b"\x1d" + b.encode("utf-8", "surrogatepass"))
             h.update(b"\x1e")
         return h.hexdigest()
 
@@ -137,10 +146,11 @@ def _column_index(path: str, names: list[str] | None, col: str | int, key: str) 
 
 def _read_delimited(path: str, cfg: DataConfig, fmt: str) -> Iterator[RawRow]:
     text = _decode(path, Path(path).read_bytes(), cfg.encoding_errors)
-    reader = csv.reader(io.StringIO(text, newline=""), delimiter="\t" if fmt == "tsv" else ",")
+    reader = csv.reader(io.StringIO(text, newline=""), delimiter="\t" if fmt == "tsv" else ",",
+                        quoting=csv.QUOTE_NONE if cfg.quoting == "none" else csv.QUOTE_MINIMAL)
     names = None
     rid = 0
-    ti = li = None
+    ti = li = pi = None
     try:
         for row in reader:
             line = reader.line_num
@@ -152,21 +162,34 @@ def _read_delimited(path: str, cfg: DataConfig, fmt: str) -> Iterator[RawRow]:
             if ti is None:
                 ti = _column_index(path, names, cfg.text_column, "data.text_column")
                 li = _column_index(path, names, cfg.label_column, "data.label_column")
-            if len(row) <= max(ti, li):
+                pi = _pair_index(path, names, cfg)
+            need = max(ti, li, -1 if pi is None else pi) + 1
+            if len(row) < need:
                 raise DataError(
                     f"{path}: line {line}: {len(row)} field(s), but data.text_column={cfg.text_column!r} "
-                    f"and data.label_column={cfg.label_column!r} need {max(ti, li) + 1}; fix the line "
-                    f"(a {'tab' if fmt == 'tsv' else 'comma'} inside the text must be quoted)"
+                    f"and data.label_column={cfg.label_column!r}"
+                    f"{'' if pi is None else f' and data.text_pair_column={cfg.text_pair_column!r}'} need "
+                    f"{need}; fix the line (a {'tab' if fmt == 'tsv' else 'comma'} inside the text must be quoted"
+                    f"{'' if cfg.quoting == 'none' else ', or set data.quoting=none if quotes are literal text'})"
                 )
-            yield RawRow(rid, f"line {line}", row[ti], row[li].strip())
+            yield RawRow(rid, f"line {line}", row[ti], row[li].strip(), None if pi is None else row[pi])
             rid += 1
     except csv.Error as e:
         raise DataError(f"{path}: line {reader.line_num}: {e}; fix the quoting on that line") from None
 
 
+def _pair_index(path: str, names: list[str] | None, cfg: DataConfig) -> int | None:
+    if cfg.task != "pair":
+        return None
+    return _column_index(path, names, cfg.text_pair_column, "data.text_pair_column")
+
+
 def _read_jsonl(path: str, cfg: DataConfig) -> Iterator[RawRow]:
     text = _decode(path, Path(path).read_bytes(), cfg.encoding_errors)
-    for key, col in (("data.text_column", cfg.text_column), ("data.label_column", cfg.label_column)):
+    cols = [("data.text_column", cfg.text_column), ("data.label_column", cfg.label_column)]
+    if cfg.task == "pair":
+        cols.append(("data.text_pair_column", cfg.text_pair_column))
+    for key, col in cols:
         if isinstance(col, int):
             raise DataError(f"{path}: {key}={col} is an index, but JSON lines have named fields; "
                             f"fix: set {key} to the field name")
@@ -180,14 +203,16 @@ def _read_jsonl(path: str, cfg: DataConfig) -> Iterator[RawRow]:
             raise DataError(f"{path}: line {n}: not valid JSON ({e}); fix that line") from None
         if not isinstance(obj, dict):
             raise DataError(f"{path}: line {n}: expected a JSON object, got {type(obj).__name__}")
-        for key, col in (("data.text_column", cfg.text_column), ("data.label_column", cfg.label_column)):
+        for key, col in cols:
             if col not in obj:
                 raise DataError(f"{path}: line {n}: no field {col!r} (fields: {sorted(obj)}); "
                                 f"fix: set {key} to one of them")
         t, y = obj[cfg.text_column], obj[cfg.label_column]
-        if not isinstance(t, str):
-            raise DataError(f"{path}: line {n}: {cfg.text_column!r} is {type(t).__name__}, not text")
-        yield RawRow(rid, f"line {n}", t, _label_str(y))
+        b = obj[cfg.text_pair_column] if cfg.task == "pair" else None
+        for col, v in ((cfg.text_column, t), (cfg.text_pair_column, b)):
+            if v is not None and not isinstance(v, str):
+                raise DataError(f"{path}: line {n}: {col!r} is {type(v).__name__}, not text")
+        yield RawRow(rid, f"line {n}", t, _label_str(y), None if cfg.task != "pair" else (b or ""))
         rid += 1
 
 
@@ -203,13 +228,16 @@ def _read_table(path: str, table: pa.Table, cfg: DataConfig) -> Iterator[RawRow]
     names = table.column_names
     ti = _column_index(path, names, cfg.text_column, "data.text_column")
     li = _column_index(path, names, cfg.label_column, "data.label_column")
+    pi = _pair_index(path, names, cfg)
     texts = table.column(ti).to_pylist()
     labels = table.column(li).to_pylist()
-    for rid, (t, y) in enumerate(zip(texts, labels)):
-        if t is not None and not isinstance(t, str):
-            raise DataError(f"{path}: row {rid}: column {names[ti]!r} holds {type(t).__name__}, "
-                            "not text; fix: set data.text_column to the text column")
-        yield RawRow(rid, f"row {rid}", t or "", _label_str(y))
+    pairs = table.column(pi).to_pylist() if pi is not None else [None] * len(texts)
+    for rid, (t, y, b) in enumerate(zip(texts, labels, pairs)):
+        for key, col, v in (("data.text_column", ti, t), ("data.text_pair_column", pi, b)):
+            if v is not None and not isinstance(v, str):
+                raise DataError(f"{path}: row {rid}: column {names[col]!r} holds {type(v).__name__}, "
+                                f"not text; fix: set {key} to a text column")
+        yield RawRow(rid, f"row {rid}", t or "", _label_str(y), None if pi is None else (b or ""))
 
 
 def _read_parquet(path: str, cfg: DataConfig) -> Iterator[RawRow]:
@@ -323,9 +351,10 @@ def _collect(source: str, cfg: DataConfig, max_rows: int | None) -> tuple[list[R
     rows: list[RawRow] = []
     skipped = 0
     for r in read_rows(source, cfg):
-        if not r.text.strip():
+        if not r.text.strip() or (r.text_pair is not None and not r.text_pair.strip()):
             if cfg.empty_text == "error":
-                raise DataError(f"{source}: {r.where}: the text is empty; fix: remove the row, "
+                what = "text" if r.text_pair is None else "text or its text_pair"
+                raise DataError(f"{source}: {r.where}: the {what} is empty; fix: remove the row, "
                                 "or set data.empty_text=skip to skip such rows")
             skipped += 1
             continue
@@ -351,6 +380,7 @@ def _build(source: str, rows: list[RawRow], skipped: int, labels: LabelSet) -> T
         label_names=labels.names,
         skipped_empty=skipped,
         raw_labels=labels.raw,
+        text_pairs=[r.text_pair for r in rows] if rows and rows[0].text_pair is not None else None,
     )
 
 
@@ -406,4 +436,5 @@ def subset(ds: TextDataset, max_rows: int | None, how: str = "head", seed: int =
         idx = np.arange(max_rows)
     return TextDataset(source=ds.source, ids=ds.ids[idx], texts=[ds.texts[i] for i in idx],
                        labels=ds.labels[idx], label_names=ds.label_names,
-                       skipped_empty=ds.skipped_empty, raw_labels=ds.raw_labels)
+                       skipped_empty=ds.skipped_empty, raw_labels=ds.raw_labels,
+                       text_pairs=None if ds.text_pairs is None else [ds.text_pairs[i] for i in idx])

@@ -102,6 +102,8 @@ def dev_rows() -> dict[str, list] | None:
     for b in it.iter_batches(batch_size=4096, batch_format="numpy"):
         rows["input_ids"].extend(b["input_ids"])
         rows["label"].extend(b["label"].tolist())
+        if "token_type_ids" in b:  # sentence pairs
+            rows.setdefault("token_type_ids", []).extend(b["token_type_ids"])
     return rows
 
 

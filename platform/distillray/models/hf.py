@@ -132,11 +132,16 @@ def load_classifier(name_or_dir: str | Path, id2label: dict[int, str] | None = N
         raise ModelError(f"{path}: cannot load as a sequence classifier ({e})") from None
 
 
-def is_finetuned_for(name_or_dir: str | Path, label_names: list[str]) -> bool:
-    """True when the model dir already classifies exactly these labels (in this order)."""
+def is_finetuned_for(name_or_dir: str | Path, label_names: list[str], task: str = "single") -> bool:
+    """True when the model dir already classifies exactly these labels (in this order), and was
+    not trained by distillray for another task (single texts vs sentence pairs)."""
+    from distillray.tasks.classification import TASK_KEY
+
     cfg = model_config(name_or_dir)
     archs = getattr(cfg, "architectures", None) or []
     if not any(a.endswith("ForSequenceClassification") for a in archs):
+        return False
+    if getattr(cfg, TASK_KEY, None) not in (None, task):
         return False
     return [cfg.id2label[i] for i in range(cfg.num_labels)] == list(label_names)
 

@@ -26,6 +26,7 @@ from distillray.config import Config, ScheduleConfig, WorkersConfig
 from distillray.data.batches import bucketed_batches, collate, to_device
 from distillray.losses import LossWeights, distill_loss
 from distillray.metrics import record_train
+from distillray.tasks.classification import POSITIVE, f1_from_counts
 
 logger = logging.getLogger(__name__)
 
@@ -116,7 +117,7 @@ def setup_model(model_init: str, freeze_embeddings: bool = False) -> torch.nn.Mo
 def train_step(engine, batch: dict[str, torch.Tensor], w: LossWeights) -> dict[str, torch.Tensor]:
     """Forward, loss, backward and (on accumulation boundaries) an optimizer step."""
     out = engine(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
-                 output_hidden_states=w.alpha_cos > 0)
+                 token_type_ids=batch.get("token_type_ids"), output_hidden_states=w.alpha_cos > 0)
     loss, terms = distill_loss(
         out.logits, batch["labels"], w,
         teacher_logits=batch.get("teacher_logits"),
@@ -130,9 +131,10 @@ def train_step(engine, batch: dict[str, torch.Tensor], w: LossWeights) -> dict[s
 
 @torch.inference_mode()
 def evaluate(engine, dev_rows: dict[str, Any] | None, micro: int, pad_id: int, rank: int, world: int,
-             device: torch.device) -> dict[str, float]:
-    """Dev accuracy and CE loss. Batches are split round-robin over ranks; every rank runs the
-    same number of forward passes (ZeRO-3 gathers weights collectively), then counts are summed."""
+             device: torch.device, f1: bool = False) -> dict[str, float]:
+    """Dev accuracy and CE loss (and, with `f1`, the positive class's F1). Batches are split
+    round-robin over ranks; every rank runs the same number of forward passes (ZeRO-3 gathers
+    weights collectively), then counts are summed."""
     if dev_rows is None:
         return {}
     import torch.distributed as dist
@@ -141,23 +143,31 @@ def evaluate(engine, dev_rows: dict[str, Any] | None, micro: int, pad_id: int, r
     order = np.argsort([len(x) for x in dev_rows["input_ids"]], kind="stable")
     chunks = [order[i:i + micro] for i in range(0, n, micro)]
     per_rank = math.ceil(len(chunks) / world)
-    sums = torch.zeros(3, dtype=torch.float64)  # correct, loss sum, rows
+    sums = torch.zeros(6, dtype=torch.float64)  # correct, loss sum, rows, tp, fp, fn
     was_training = engine.module.training
     engine.module.eval()
     for k in range(per_rank):
         i = k * world + rank
         idx = chunks[i] if i < len(chunks) else chunks[0]  # a padding pass, not counted
         batch = to_device(collate(dev_rows, idx, pad_id), device)
-        logits = engine(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits.float()
+        logits = engine(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
+                        token_type_ids=batch.get("token_type_ids")).logits.float()
         if i < len(chunks):
-            sums[0] += (logits.argmax(-1) == batch["labels"]).sum().item()
-            sums[1] += torch.nn.functional.cross_entropy(logits, batch["labels"], reduction="sum").item()
+            pred, gold = logits.argmax(-1), batch["labels"]
+            sums[0] += (pred == gold).sum().item()
+            sums[1] += torch.nn.functional.cross_entropy(logits, gold, reduction="sum").item()
             sums[2] += len(idx)
+            sums[3] += ((pred == POSITIVE) & (gold == POSITIVE)).sum().item()
+            sums[4] += ((pred == POSITIVE) & (gold != POSITIVE)).sum().item()
+            sums[5] += ((pred != POSITIVE) & (gold == POSITIVE)).sum().item()
     if was_training:
         engine.module.train()
     if world > 1:
         dist.all_reduce(sums)
-    return {"dev_accuracy": float(sums[0] / sums[2]), "dev_loss": float(sums[1] / sums[2])}
+    out = {"dev_accuracy": float(sums[0] / sums[2]), "dev_loss": float(sums[1] / sums[2])}
+    if f1:
+        out["dev_f1"] = f1_from_counts(*sums[3:6].tolist())
+    return out
 
 
 def _windows(it, micro: int, window_batches: int, shuffle_buffer: int, seed: int) -> Iterator[dict]:
@@ -204,6 +214,7 @@ def train_loop_per_worker(spec_dict: dict[str, Any]) -> dict[str, Any] | None:
     dev_rows = ray_train.dev_rows()
     train_it = ray_train.train_iterator()
     eval_every = run.eval_every or per_epoch
+    want_f1 = cfg.data.metric == "f1"  # the headline metric: Tune and the report read dev_f1
     window_t0, window_rows, window_step = time.time(), 0, state.step
 
     def report(metrics: dict[str, Any], with_checkpoint: bool, to_ray: bool) -> None:
@@ -257,14 +268,14 @@ def train_loop_per_worker(spec_dict: dict[str, Any]) -> dict[str, Any] | None:
                                step_time_s=dt / max(1, state.step - window_step))
                 window_t0, window_rows, window_step = time.time(), 0, state.step
             if do_eval:
-                metrics.update(evaluate(engine, dev_rows, micro, pad_id, wc.rank, wc.world, wc.device))
+                metrics.update(evaluate(engine, dev_rows, micro, pad_id, wc.rank, wc.world, wc.device, want_f1))
             report(metrics, with_checkpoint=do_ckpt, to_ray=do_eval or do_ckpt)
             log.info("%s step %d/%d %s", spec.stage, state.step, n_steps,
                      " ".join(f"{name}={v:.4g}" for name, v in metrics.items() if isinstance(v, float)))
         state.epoch += 1
         state.micro_in_epoch = 0
 
-    final = evaluate(engine, dev_rows, micro, pad_id, wc.rank, wc.world, wc.device)
+    final = evaluate(engine, dev_rows, micro, pad_id, wc.rank, wc.world, wc.device, want_f1)
     weights = deepspeed_engine.full_state_dict(engine)
     export = None
     if wc.rank == 0 and spec.export_dir:
