@@ -165,6 +165,7 @@ def distill_student(cfg: Config, shards: Shards, init_dir: str, dev: TextDataset
     evaluating on `dev`; rank 0 exports it to `export_dir` (None: no export). Ray Train runs and
     metrics go under `cfg`'s run.output_dir. Also each Tune trial's body (`options` names the
     run and carries Tune's report callback)."""
+    from distillray.data.augment import labelled_only
     from distillray.data.batches import shard_dataset, should_cache, tokenized_dataset
     from distillray.data.shards import shard_paths
     from distillray.distributed.ray_train import fit
@@ -173,14 +174,15 @@ def distill_student(cfg: Config, shards: Shards, init_dir: str, dev: TextDataset
     options = options or FitOptions()
     t0 = time.time()
     paths = shard_paths(shards.dir, shards.manifest)
-    datasets = {"train": shard_dataset(paths, cfg.train.seed, "distill-shards",
-                                       cache=should_cache(paths, cfg.train.cache_shards))}
+    train_ds = shard_dataset(paths, cfg.train.seed, "distill-shards", cache=should_cache(paths, cfg.train.cache_shards))
+    train_ds, train_rows = labelled_only(train_ds, shards.manifest, cfg.distill)
+    datasets = {"train": train_ds}
     if dev is not None:
         datasets["dev"] = tokenized_dataset(dev.to_arrow(), init_dir, cfg.data.max_length, "dev")
     spec = LoopSpec(config=cfg.to_dict(), stage="distill", schedule=ScheduleConfig.of(cfg.train).model_dump(),
                     freeze_embeddings=cfg.train.freeze_embeddings,
                     weights=vars(LossWeights.from_config(cfg.distill)).copy(), model_init=init_dir,
-                    export_dir=export_dir, train_rows=shards.rows)
+                    export_dir=export_dir, train_rows=train_rows)
     result = fit(train_loop_per_worker, spec, datasets, name=options.name or f"{cfg.run_name}-student",
                  storage_path=run_dest(cfg, "ray"), callbacks=options.callbacks,
                  gpus_per_worker=options.gpus_per_worker)

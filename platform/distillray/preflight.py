@@ -162,6 +162,10 @@ def preflight(cfg: Config, need_train: bool = True, need_dev: bool = True,
     if not need_train:
         return Task(cfg=cfg, train=None, dev=None, labels=None)
     train, dev, labels = load_task(cfg.data, local_run_dir(cfg), need_dev=need_dev)
+    if cfg.augment.unlabelled:
+        from distillray.data.augment import load_unlabelled
+
+        load_unlabelled(cfg)  # its file errors, now rather than inside the precompute job
     logger.info("data: train %d rows (%s), dev %s rows, labels %s", len(train), train.source,
                 len(dev) if dev else 0, labels.names)
     return Task(cfg=cfg, train=train, dev=dev, labels=labels, load_seconds=time.time() - t0)
