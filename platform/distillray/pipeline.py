@@ -296,6 +296,7 @@ def write_run_report(task: Task, evals: Evaluation, teacher_fit: FitResult | Non
 
     dataset = {"train": task.train.source, "train_rows": len(task.train), "dev": task.dev.source,
                "dev_rows": len(task.dev), "labels": task.labels.names, "shard_dir": shards.shard_dir,
+               "shard_rows_by_source": shards.manifest.get("sources"),
                "skipped_empty_rows": task.train.skipped_empty}
     training = {k: v for k, v in (("teacher_finetune", _fit_summary(teacher_fit)),
                                    ("distill", _fit_summary(student_fit))) if v}
