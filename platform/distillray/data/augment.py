@@ -182,7 +182,8 @@ def output_rows(block: pa.Table) -> int:
 
 def pending_blocks(table: pa.Table, shard_rows: int, min_blocks: int) -> list[pa.Table]:
     """Cut a `source_table` into blocks of at most `shard_rows` output rows each (a block becomes
-    one shard), in source order, and into at least `min_blocks` so every actor has work."""
+    one shard; a row whose own outputs are more is a block alone), in source order, and into at
+    least `min_blocks` so every actor has work."""
     sizes = pc.list_value_length(table.column("pending")).to_numpy().astype(np.int64)
     total = int(sizes.sum())
     if total == 0:
