@@ -32,7 +32,7 @@ def main(argv: list[str] | None = None) -> int:
         check_cluster(cfg)
         res = pipeline.precompute(task, teacher_dir)
     task.publish()
-    print(json.dumps({"shard_dir": res.shard_dir, "rows": res.manifest["rows"],
+    print(json.dumps({"shard_dir": res.shard_dir, "rows": res.manifest["rows"], "sources": res.manifest.get("sources"),
                       "shards": len(res.manifest["shards"]), "rows_computed": res.rows_computed,
                       "reused": res.reused, "seconds": round(res.seconds, 2)}))
     return 0

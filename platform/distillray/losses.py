@@ -31,9 +31,15 @@ def kd_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor,
     return F.kl_div(log_p_s, log_p_t, reduction="batchmean", log_target=True) * (t * t)
 
 
+# The label of rows that have none (augmented copies, unlabelled text): CE skips them, KD does not.
+UNLABELLED = -1
+
+
 def ce_loss(student_logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-    """Cross-entropy on hard labels. student_logits: (batch, num_labels); labels: (batch,)."""
-    return F.cross_entropy(student_logits.float(), labels)
+    """Cross-entropy on hard labels, averaged over the labelled rows (UNLABELLED rows are skipped;
+    a batch with none gives 0). student_logits: (batch, num_labels); labels: (batch,)."""
+    summed = F.cross_entropy(student_logits.float(), labels, ignore_index=UNLABELLED, reduction="sum")
+    return summed / (labels != UNLABELLED).sum().clamp(min=1)  # no host sync, no 0/0
 
 
 def cosine_loss(student_hidden: torch.Tensor, teacher_hidden: torch.Tensor) -> torch.Tensor:

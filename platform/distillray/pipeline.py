@@ -171,6 +171,7 @@ def distill_student(cfg: Config, shards: Shards, init_dir: str, dev: TextDataset
     evaluating on `dev`; rank 0 exports it to `export_dir` (None: no export). Ray Train runs and
     metrics go under `cfg`'s run.output_dir. Also each Tune trial's body (`options` names the
     run and carries Tune's report callback)."""
+    from distillray.data.augment import labelled_only
     from distillray.data.batches import shard_dataset, should_cache, tokenized_dataset
     from distillray.data.shards import shard_paths
     from distillray.distributed.ray_train import fit
@@ -179,14 +180,15 @@ def distill_student(cfg: Config, shards: Shards, init_dir: str, dev: TextDataset
     options = options or FitOptions()
     t0 = time.time()
     paths = shard_paths(shards.dir, shards.manifest)
-    datasets = {"train": shard_dataset(paths, cfg.train.seed, "distill-shards",
-                                       cache=should_cache(paths, cfg.train.cache_shards))}
+    train_ds = shard_dataset(paths, cfg.train.seed, "distill-shards", cache=should_cache(paths, cfg.train.cache_shards))
+    train_ds, train_rows = labelled_only(train_ds, shards.manifest, cfg.distill)
+    datasets = {"train": train_ds}
     if dev is not None:
         datasets["dev"] = tokenized_dataset(dev.to_arrow(), init_dir, cfg.data.max_length, "dev")
     spec = LoopSpec(config=cfg.to_dict(), stage="distill", schedule=ScheduleConfig.of(cfg.train).model_dump(),
                     freeze_embeddings=cfg.train.freeze_embeddings,
                     weights=vars(LossWeights.from_config(cfg.distill)).copy(), model_init=init_dir,
-                    export_dir=export_dir, train_rows=shards.rows)
+                    export_dir=export_dir, train_rows=train_rows)
     result = fit(train_loop_per_worker, spec, datasets, name=options.name or f"{cfg.run_name}-student",
                  storage_path=run_dest(cfg, "ray"), callbacks=options.callbacks,
                  gpus_per_worker=options.gpus_per_worker)
@@ -304,6 +306,7 @@ def write_run_report(task: Task, evals: Evaluation, teacher_fit: FitResult | Non
 
     dataset = {"train": task.train.source, "train_rows": len(task.train), "dev": task.dev.source,
                "dev_rows": len(task.dev), "labels": task.labels.names, "shard_dir": shards.shard_dir,
+               "shard_rows_by_source": shards.manifest.get("sources"),
                "skipped_empty_rows": task.train.skipped_empty}
     training = {k: v for k, v in (("teacher_finetune", _fit_summary(teacher_fit)),
                                    ("distill", _fit_summary(student_fit))) if v}

@@ -174,6 +174,10 @@ def preflight(cfg: Config, need_train: bool = True, need_dev: bool = True,
     if cfg.data.metric == "f1" and len(labels.names) != 2:
         raise ConfigError(f"config error: data.metric=f1 is the F1 of the positive class of a binary task, but "
                           f"{train.source} has {len(labels.names)} labels {labels.names}; fix: set data.metric=accuracy")
+    if cfg.augment.unlabelled:
+        from distillray.data.augment import load_unlabelled
+
+        load_unlabelled(cfg)  # its file errors, now rather than inside the precompute job
     logger.info("data: train %d rows (%s), dev %s rows, labels %s", len(train), train.source,
                 len(dev) if dev else 0, labels.names)
     return Task(cfg=cfg, train=train, dev=dev, labels=labels, load_seconds=time.time() - t0)

@@ -16,6 +16,7 @@ naming their new place, for one release.
 from distillray.config.sections import (
     DEFAULT_TEACHER,
     SMOKE,
+    AugmentConfig,
     CheckpointConfig,
     DataConfig,
     DistillConfig,
@@ -48,7 +49,7 @@ from distillray.config.tree import (
 from distillray.errors import ConfigError
 
 __all__ = [
-    "DEFAULT_TEACHER", "MOVED_KEYS", "PRESET_DIR", "SMOKE", "CheckpointConfig", "Config", "ConfigError",
+    "DEFAULT_TEACHER", "MOVED_KEYS", "PRESET_DIR", "SMOKE", "AugmentConfig", "CheckpointConfig", "Config", "ConfigError",
     "DataConfig", "DistillConfig", "FinetuneConfig", "OptimConfig", "PrecomputeConfig", "RunConfig",
     "ScheduleConfig", "ServeConfig", "SpaceSpec", "StudentConfig", "TeacherConfig", "TrainConfig",
     "TuneConfig", "WorkersConfig", "apply_overrides", "check", "dump_yaml", "list_presets",

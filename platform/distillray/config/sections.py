@@ -117,6 +117,42 @@ class PrecomputeConfig(_Section):
     """Run the teacher on GPUs; null: same as workers.use_gpu."""
 
 
+AugmentMethod = Literal["mask", "neighbour", "dropout", "swap", "ngram"]
+
+
+class AugmentConfig(_Section):
+    """Teacher-labelled extra text, made by precompute in the same Ray Data job and shards: augmented
+    copies of the training texts (Tang et al. 2019; TinyBERT's neighbour replacement) and unlabelled
+    files. Those rows carry no gold label: the KD terms train on them, cross-entropy skips them."""
+
+    copies: int = Field(default=0, ge=0, le=255)
+    """Augmented copies of each training row; 0: none."""
+    methods: list[AugmentMethod] = Field(default_factory=lambda: ["mask", "neighbour", "ngram"])
+    """What changes a copy: mask (word -> [MASK]), neighbour (word -> one of its nearest words in the
+    teacher's word-embedding matrix), dropout (word removed), swap (adjacent words swapped), ngram
+    (keep one random 1-5 word n-gram)."""
+    p_mask: float = Field(default=0.1, ge=0, le=1)
+    """Per word: chance of becoming the tokenizer's mask token (Tang et al.: 0.1)."""
+    p_neighbour: float = Field(default=0.3, ge=0, le=1)
+    """Per whole word in the teacher's vocabulary: chance of being replaced by a nearest neighbour
+    (TinyBERT: 0.4)."""
+    p_dropout: float = Field(default=0.1, ge=0, le=1)
+    """Per word: chance of being dropped."""
+    p_swap: float = Field(default=0.1, ge=0, le=1)
+    """Per adjacent pair: chance of swapping the two words."""
+    p_ngram: float = Field(default=0.25, ge=0, le=1)
+    """Per copy: chance of keeping only a random n-gram, n in 1..5 (Tang et al.: 0.25)."""
+    top_k: int = Field(default=15, ge=1, le=1000)
+    """Neighbour candidates per word: the top-k by cosine similarity (TinyBERT: 15)."""
+    seed: int = Field(default=0, ge=0)
+    """Seed of the copies; each copy depends only on (seed, row id, copy index)."""
+    unlabelled: list[str] = Field(default_factory=list)
+    """Files of unlabelled text (tsv, csv, jsonl, parquet) the teacher labels for KD."""
+    unlabelled_column: str | int = "text"
+    """The text column of augment.unlabelled: a name (tsv/csv then have a header line), or a 0-based
+    index (tsv/csv without a header line)."""
+
+
 class DistillConfig(_Section):
     temperature: float = Field(default=2.0, gt=0)
     """Softmax temperature T of the KD term, KL(t/T || s/T) * T^2."""

@@ -19,6 +19,7 @@ from pydantic import BaseModel, Field, ValidationError
 from distillray.config.sections import (
     DEFAULT_TEACHER,
     SMOKE,
+    AugmentConfig,
     CheckpointConfig,
     DataConfig,
     DistillConfig,
@@ -50,6 +51,7 @@ class Config(_Section):
     student: StudentConfig = Field(default_factory=StudentConfig)
     prune: PruneConfig = Field(default_factory=PruneConfig)
     precompute: PrecomputeConfig = Field(default_factory=PrecomputeConfig)
+    augment: AugmentConfig = Field(default_factory=AugmentConfig)
     distill: DistillConfig = Field(default_factory=DistillConfig)
     train: TrainConfig = Field(default_factory=TrainConfig)
     finetune: FinetuneConfig = Field(default_factory=FinetuneConfig)
@@ -207,6 +209,8 @@ def _dig(tree: Any, loc: tuple) -> Any:
     for part in loc:
         if isinstance(tree, dict) and part in tree:
             tree = tree[part]
+        elif isinstance(tree, list) and isinstance(part, int) and part < len(tree):  # a list item
+            tree = tree[part]
         else:
             return None
     return tree
@@ -356,6 +360,28 @@ def check(cfg: Config) -> None:
         )
     for key, spec in cfg.tune.space.items():
         _check_space(key, spec)
+    check_augment(cfg.augment)
+
+
+_WORD_METHODS = ("mask", "neighbour", "dropout")  # one draw per word picks at most one of these
+
+
+def check_augment(a: AugmentConfig) -> None:
+    """The augment section's cross-field rules: methods that can act, word chances that add up."""
+    if len(set(a.methods)) != len(a.methods):
+        raise ConfigError(f"config error: augment.methods={a.methods} has repeats; fix: list each "
+                          f"method once, e.g. augment.methods={sorted(set(a.methods))}")
+    if a.copies > 0 and not a.methods:
+        raise ConfigError("config error: augment.copies>0 but augment.methods=[] is empty; fix: set "
+                          "augment.methods=[mask,neighbour,ngram], or augment.copies=0")
+    for m in a.methods:
+        if getattr(a, f"p_{m}") <= 0:
+            raise ConfigError(f"config error: augment.methods has {m} but augment.p_{m}=0, so it "
+                              f"never acts; fix: set augment.p_{m} above 0, or drop {m} from augment.methods")
+    total = sum(getattr(a, f"p_{m}") for m in a.methods if m in _WORD_METHODS)
+    if total > 1:
+        raise ConfigError(f"config error: augment.p_mask + p_neighbour + p_dropout of the methods on "
+                          f"is {total:g}, above 1 (each word draws once among them); fix: lower them")
 
 
 def _check_task(dl: DataConfig) -> None:
@@ -429,6 +455,7 @@ def resolve_paths(cfg: Config, base: Path) -> Config:
     # file:// names the local (or a shared, mounted) filesystem: the run dir is a plain path there
     d["run"]["output_dir"] = str(Path(out[len("file://"):]).resolve()) if out.startswith("file://") else fix(out)
     d["precompute"]["cache_dir"] = fix(cfg.precompute.cache_dir)
+    d["augment"]["unlabelled"] = [fix(p) for p in cfg.augment.unlabelled]
     if cfg.serve.model:
         d["serve"]["model"] = fix(cfg.serve.model)
     teacher = cfg.teacher.model

@@ -26,7 +26,7 @@ from ray.data import Datasink
 
 from distillray import storage
 from distillray.config import Config
-from distillray.data import shards
+from distillray.data import augment, shards
 from distillray.data.text import TextDataset
 from distillray.errors import ShardError
 from distillray.metrics import record_precompute
@@ -150,6 +150,9 @@ def run_precompute(cfg: Config, train: TextDataset, teacher_dir: str) -> Precomp
     """Make sure the shard dir for (cfg, train, teacher) is complete; compute what is missing."""
     t0 = time.time()
     meta = shard_meta(cfg, train, teacher_dir)
+    unlabelled = augment.load_unlabelled(cfg)
+    if augment.enabled(cfg.augment):
+        meta["augment"] = augment.shard_meta(cfg.augment, unlabelled)
     out_dir = shard_dir_for(cfg, meta)
     storage.makedirs(out_dir)
     meta_path = storage.join(out_dir, shards.META)
@@ -165,7 +168,11 @@ def run_precompute(cfg: Config, train: TextDataset, teacher_dir: str) -> Precomp
     found = shards.scan(out_dir, expected)
     use_gpu = cfg.workers.use_gpu if cfg.precompute.use_gpu is None else cfg.precompute.use_gpu
     n_actors = _num_actors(cfg, use_gpu)
-    blocks = _pending_blocks(train.to_arrow(), found.done_ids, cfg.precompute.shard_rows, n_actors)
+    if augment.enabled(cfg.augment):
+        sources = augment.source_table(train.to_arrow(), unlabelled, cfg.augment.copies, found.done_ids)
+        blocks = augment.pending_blocks(sources, cfg.precompute.shard_rows, n_actors)
+    else:
+        blocks = _pending_blocks(train.to_arrow(), found.done_ids, cfg.precompute.shard_rows, n_actors)
     if old_manifest and not blocks and not found.removed:
         logger.info("precompute: %s is up to date (%d rows, %d shards, checksums verified): nothing to do",
                     out_dir, old_manifest["rows"], len(old_manifest["shards"]))
@@ -173,7 +180,7 @@ def run_precompute(cfg: Config, train: TextDataset, teacher_dir: str) -> Precomp
     if found.removed:
         logger.warning("precompute: removed %d bad or partial file(s) in %s: %s", len(found.removed),
                        out_dir, ", ".join(found.removed))
-    pending = sum(b.num_rows for b in blocks)
+    pending = sum(augment.output_rows(b) for b in blocks)
     if found.valid:
         logger.info("precompute: resuming: %d rows already in %d shards, %d to compute",
                     len(found.done_ids), len(found.valid), pending)
@@ -183,6 +190,7 @@ def run_precompute(cfg: Config, train: TextDataset, teacher_dir: str) -> Precomp
                     "GPU" if use_gpu else "CPU")
         t_run = time.time()
         ds = ray.data.from_arrow(blocks)
+        ds = augment.add_stage(ds, cfg, teacher_dir)
         ds = ds.map_batches(
             TeacherLogits,
             fn_constructor_kwargs=dict(
@@ -202,7 +210,7 @@ def run_precompute(cfg: Config, train: TextDataset, teacher_dir: str) -> Precomp
         logger.info("precompute: %d rows in %.1fs (%.0f rows/s)", pending, secs, pending / max(secs, 1e-9))
 
     final = shards.scan(out_dir)
-    want = np.sort(train.ids)
+    want = np.sort(augment.expected_ids(train.ids, unlabelled, cfg.augment.copies))
     got = np.sort(final.done_ids)
     if not np.array_equal(want, got):
         missing = np.setdiff1d(want, got)
@@ -212,5 +220,6 @@ def run_precompute(cfg: Config, train: TextDataset, teacher_dir: str) -> Precomp
             f"{len(want)} ({len(missing)} missing, {len(extra)} unexpected); fix: run again "
             "(only the missing rows are recomputed)"
         )
-    manifest = shards.write_manifest(out_dir, meta, final.valid)
+    manifest = shards.write_manifest(out_dir, {**meta, "sources": augment.source_counts(final.done_ids)},
+                                     final.valid)
     return PrecomputeResult(out_dir, manifest, pending, time.time() - t0, reused=False)
