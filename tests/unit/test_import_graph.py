@@ -83,3 +83,13 @@ def test_distillray_has_no_import_cycle():
     cycle = find_cycle(import_graph())
     assert cycle is None, ("import cycle: " + " -> ".join(cycle or []) + "; fix: move what both sides need "
                            "into a module that imports neither, or pass the dependency in as an argument")
+
+
+def test_test_file_names_are_unique():
+    """tests/ has no __init__.py, so pytest imports each test file by its basename: two files with
+    one name (say unit/ and integration/) stop the whole run at collection."""
+    from collections import Counter
+
+    tests = Path(__file__).resolve().parents[1]
+    names = Counter(p.name for p in tests.rglob("test_*.py"))
+    assert [n for n, c in names.items() if c > 1] == []
