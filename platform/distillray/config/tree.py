@@ -38,6 +38,7 @@ from distillray.config.sections import (
     _default_space,
     _Section,
 )
+from distillray.config.rules import _known_keys, check
 from distillray.errors import ConfigError
 
 logger = logging.getLogger(__name__)
@@ -185,17 +186,6 @@ def load_config(source: str | None = None, overrides: list[str] | None = None,
     return resolve_paths(cfg, Path(base_dir or os.getcwd()))
 
 
-def _known_keys(model: type[BaseModel], prefix: str = "") -> list[str]:
-    keys = []
-    for name, field in model.model_fields.items():
-        ann = field.annotation
-        if isinstance(ann, type) and issubclass(ann, BaseModel):
-            keys += _known_keys(ann, f"{prefix}{name}.")
-        else:
-            keys.append(f"{prefix}{name}")
-    return keys
-
-
 def _default_of(loc: list[str]) -> Any:
     node: Any = Config()
     for part in loc:
@@ -300,139 +290,6 @@ def _explain(e: ValidationError, tree: dict[str, Any], moved: dict[str, str] | N
         return (f"config error: {old}={json.dumps(value)} is invalid ({msg}); {old} is now {key}; "
                 f"fix: {fix}")
     return f"config error: {key}={json.dumps(value)} is invalid ({msg}); fix: {fix}"
-
-
-def check(cfg: Config) -> None:
-    """Cross-field rules that pydantic's per-field checks cannot express."""
-    d = cfg.distill
-    if d.alpha_kd + d.alpha_ce + d.alpha_cos + d.alpha_mse <= 0:
-        raise ConfigError(
-            "config error: distill.alpha_kd, alpha_ce, alpha_cos and alpha_mse are all 0, so "
-            "the loss is 0; fix: set distill.alpha_kd=0.5 distill.alpha_ce=0.5"
-        )
-    if d.alpha_cos > 0 and not cfg.precompute.store_hidden:
-        raise ConfigError(
-            f"config error: distill.alpha_cos={d.alpha_cos} needs the teacher's hidden states "
-            "in the shards; fix: set precompute.store_hidden=true (or distill.alpha_cos=0)"
-        )
-    w, o = cfg.workers, cfg.optim
-    for stage, key in ((cfg.train, "train"), (cfg.finetune, "finetune")):
-        per = w.num_workers * o.grad_accum
-        if stage.batch_size % per:
-            good = max(per, stage.batch_size // per * per)
-            raise ConfigError(
-                f"config error: {key}.batch_size={stage.batch_size} is the global batch and "
-                f"must divide evenly over workers.num_workers={w.num_workers} x "
-                f"optim.grad_accum={o.grad_accum}; fix: set {key}.batch_size={good}"
-            )
-    if cfg.student.layers is not None:
-        layers = cfg.student.layers
-        if not layers:
-            raise ConfigError(
-                "config error: student.layers=[] is empty; fix: list teacher layer indexes, "
-                "e.g. student.layers=[0,2,4], or student.layers=null for every other layer"
-            )
-        if any(i < 0 for i in layers):
-            raise ConfigError(
-                f"config error: student.layers={layers} has a negative index; fix: use 0-based "
-                "teacher layer indexes such as student.layers=[0,2,4]"
-            )
-        if len(set(layers)) != len(layers) or sorted(layers) != layers:
-            raise ConfigError(
-                f"config error: student.layers={layers} must be increasing with no repeats; "
-                f"fix: set student.layers={sorted(set(layers))}"
-            )
-    dl = cfg.data
-    _check_task(dl)
-    if dl.label_names is not None:
-        if dl.labels is None or len(dl.labels) != len(dl.label_names):
-            raise ConfigError(
-                f"config error: data.label_names={dl.label_names} needs data.labels of the same "
-                "length (the raw label values, in the same order); fix: set data.labels, "
-                "e.g. data.labels=[0,1] data.label_names=[negative,positive]"
-            )
-    if dl.labels is not None and len(set(map(str, dl.labels))) != len(dl.labels):
-        raise ConfigError(f"config error: data.labels={dl.labels} has repeats; fix: list each once")
-    if dl.labels is not None and len(dl.labels) < 2:
-        raise ConfigError(
-            f"config error: data.labels={dl.labels} declares fewer than 2 classes; fix: list "
-            "every class, e.g. data.labels=[0,1]"
-        )
-    for key, spec in cfg.tune.space.items():
-        _check_space(key, spec)
-    check_augment(cfg.augment)
-
-
-_WORD_METHODS = ("mask", "neighbour", "dropout")  # one draw per word picks at most one of these
-
-
-def check_augment(a: AugmentConfig) -> None:
-    """The augment section's cross-field rules: methods that can act, word chances that add up."""
-    if len(set(a.methods)) != len(a.methods):
-        raise ConfigError(f"config error: augment.methods={a.methods} has repeats; fix: list each "
-                          f"method once, e.g. augment.methods={sorted(set(a.methods))}")
-    if a.copies > 0 and not a.methods:
-        raise ConfigError("config error: augment.copies>0 but augment.methods=[] is empty; fix: set "
-                          "augment.methods=[mask,neighbour,ngram], or augment.copies=0")
-    for m in a.methods:
-        if getattr(a, f"p_{m}") <= 0:
-            raise ConfigError(f"config error: augment.methods has {m} but augment.p_{m}=0, so it "
-                              f"never acts; fix: set augment.p_{m} above 0, or drop {m} from augment.methods")
-    total = sum(getattr(a, f"p_{m}") for m in a.methods if m in _WORD_METHODS)
-    if total > 1:
-        raise ConfigError(f"config error: augment.p_mask + p_neighbour + p_dropout of the methods on "
-                          f"is {total:g}, above 1 (each word draws once among them); fix: lower them")
-
-
-def _check_task(dl: DataConfig) -> None:
-    """data.task and the keys that only make sense with one task."""
-    if dl.task == "qa":
-        raise ConfigError(
-            "config error: data.task=qa is not wired into the pipeline yet (only single-text and "
-            "sentence-pair classification are); fix: set data.task=single or data.task=pair")
-    if dl.task == "pair" and dl.text_pair_column is None:
-        raise ConfigError(
-            "config error: data.task=pair needs the second text's column; fix: set "
-            "data.text_pair_column, e.g. data.text_pair_column=sentence2 (or a 0-based index)")
-    if dl.task == "single" and dl.text_pair_column is not None:
-        raise ConfigError(
-            f"config error: data.text_pair_column={json.dumps(dl.text_pair_column)} is set but "
-            "data.task=single reads one text per row; fix: set data.task=pair, or "
-            "data.text_pair_column=null")
-    if dl.metric == "f1" and dl.labels is not None and len(dl.labels) != 2:
-        raise ConfigError(
-            f"config error: data.metric=f1 is the F1 of the positive class of a binary task, but "
-            f"data.labels={dl.labels} has {len(dl.labels)} classes; fix: set data.metric=accuracy")
-
-
-_UNSEARCHABLE = {"train.log_every", "train.eval_every"}
-
-
-def _check_space(key: str, spec: SpaceSpec) -> None:
-    # Only what a trial can change on the same shards: loss, optimisation and student shape.
-    # Teacher, precompute and data keys would need other logits; workers and checkpoints are the trial's.
-    if (key not in _known_keys(Config) or not key.startswith(("distill.", "train.", "optim.", "student."))
-            or key in _UNSEARCHABLE):
-        raise ConfigError(
-            f"config error: tune.space key {key!r} is not a searchable config key; fix: use "
-            "keys such as distill.temperature, distill.alpha_kd, train.lr, optim.weight_decay, student.layers"
-        )
-    if spec.type in ("loguniform", "uniform"):
-        if spec.low is None or spec.high is None or not spec.low < spec.high:
-            raise ConfigError(
-                f"config error: tune.space.{key} ({spec.type}) needs low < high, got "
-                f"low={spec.low} high={spec.high}; fix: e.g. {{type: {spec.type}, low: 1, high: 10}}"
-            )
-        if spec.type == "loguniform" and spec.low <= 0:
-            raise ConfigError(
-                f"config error: tune.space.{key} loguniform needs low > 0, got {spec.low}; "
-                "fix: set low to a positive number"
-            )
-    elif not spec.values:
-        raise ConfigError(
-            f"config error: tune.space.{key} ({spec.type}) needs a non-empty values list; "
-            "fix: e.g. {type: grid, values: [1, 2, 4, 8]}"
-        )
 
 
 def _is_local(path: str) -> bool:
