@@ -49,7 +49,7 @@ def main() -> int:
     from distillray.ray_utils import compute_cpus, ray_session
 
     cli.setup_logging("INFO")
-    demo = REPO.parent / "main" / "runs" / "demo" / "teacher"
+    demo = REPO / "runs" / "demo" / "teacher"  # make demo's fine-tuned teacher, when there is one
     teacher = [f"teacher.model={demo}"] if (demo / "config.json").exists() else []
     cache = Path(tempfile.mkdtemp(prefix="bench-augment-"))
     base = [f"data.train={sst2 / 'train.tsv'}", f"data.max_rows={args.rows}", f"precompute.cache_dir={cache}",
