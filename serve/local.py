@@ -57,7 +57,8 @@ def local_serve(cfg: Config, port: int, request_timeout_s: float = 30) -> Iterat
             _logged(ray.shutdown)
             if reaper:
                 stop_descendants(exclude=before)
-            stop_node_haproxies(node_id)  # finds none when the sweep above ran
+            else:  # no subreaper (not Linux): look for this node's HAProxy processes instead
+                stop_node_haproxies(node_id)
 
 
 SUPERVISED_ENV = "DISTILLRAY_SUPERVISED"  # set in the child that `supervise` starts
