@@ -115,10 +115,10 @@ def stop_descendants(exclude: set[int] = frozenset(), timeout_s: float = 60.0) -
         if time.monotonic() > deadline:
             raise RuntimeError(f"processes of the local Ray still running after {timeout_s:.0f} s: "
                                f"{sorted((p.pid, _name(p)) for p in procs)}; kill them by hand")
-        haproxies = [p for p in procs if _name(p) == "haproxy"]
+        stopped |= {p.pid: _name(p) or "?" for p in procs}  # named while they still run
+        haproxies = [p for p in procs if stopped[p.pid] == "haproxy"]
         _end([p for p in procs if p not in haproxies], signal.SIGKILL)
         _end(haproxies, signal.SIGTERM)
-        stopped |= {p.pid: _name(p) or "?" for p in procs}
     if stopped:
         names = collections.Counter(stopped.values())
         logger.info("stopped %d process(es) that the local Ray left running: %s", len(stopped),
