@@ -140,8 +140,8 @@ def plot_curves(out: Path, histories: dict[str, list[dict[str, Any]]]) -> list[s
     written = []
     for stage, hist in histories.items():
         train = [h for h in hist if any(k.startswith("train_loss") for k in h)]
-        key = "dev_accuracy" if any("dev_accuracy" in h for h in hist) else "dev_f1"
-        dev = [h for h in hist if key in h]
+        dev_key = "dev_accuracy" if any("dev_accuracy" in h for h in hist) else "dev_f1"
+        dev = [h for h in hist if dev_key in h]
         if not train and not dev:
             continue
         fig, axes = plt.subplots(1, 2, figsize=(10, 3.6))
@@ -149,8 +149,8 @@ def plot_curves(out: Path, histories: dict[str, list[dict[str, Any]]]) -> list[s
             axes[0].plot([h["step"] for h in train if key in h], [h[key] for h in train if key in h], label=key[6:])
         axes[0].set(title=f"{stage}: training loss", xlabel="step")
         axes[0].legend()
-        axes[1].plot([h["step"] for h in dev], [h[key] for h in dev], marker="o")
-        axes[1].set(title=f"{stage}: {key.replace('_', ' ')}", xlabel="step", ylim=(0, 1))
+        axes[1].plot([h["step"] for h in dev], [h[dev_key] for h in dev], marker="o")
+        axes[1].set(title=f"{stage}: {dev_key.replace('_', ' ')}", xlabel="step", ylim=(0, 1))
         fig.tight_layout()
         name = f"{stage}_curves.png"
         fig.savefig(out / name, dpi=90)
