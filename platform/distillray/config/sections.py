@@ -28,8 +28,8 @@ class DataConfig(_Section):
     """Training data: a path, file:// URI, "hf:<name>[:<config>]:<split>", or "smoke" (built-in sample)."""
     dev: str = ""
     """Dev data for evaluation, in the same forms as data.train."""
-    format: Literal["auto", "tsv", "csv", "jsonl", "parquet"] = "auto"
-    """File format; auto: from the file extension."""
+    format: Literal["auto", "tsv", "csv", "jsonl", "parquet", "squad"] = "auto"
+    """File format; auto: from the file extension (.json: SQuAD v1.1, for data.task=qa)."""
     header: bool = True
     """tsv/csv: the first line names the columns."""
     text_column: str | int = "text"
@@ -49,8 +49,9 @@ class DataConfig(_Section):
     """tsv/csv quoting: csv reads "..." as a quoted field; none takes every character literally
     (GLUE's TSVs, e.g. MRPC, hold unescaped `"` inside fields)."""
     metric: Literal["accuracy", "f1"] = "accuracy"
-    """Headline metric (retention, report; f1 adds dev F1 to training's evals): accuracy, or f1 of
-    the positive class (label id 1) of a binary task, GLUE MRPC's. Tune still ranks by accuracy."""
+    """Headline metric (retention, report, the Tune objective; f1 adds dev F1 to training's
+    evals): accuracy, or f1 of the positive class (label id 1) of a binary task, GLUE MRPC's;
+    data.task=qa needs f1 (the official SQuAD v1.1 F1; EM is reported beside it)."""
     max_rows: int | None = Field(default=None, ge=1)
     """Use only N rows of train (smoke runs); data.sample picks them."""
     dev_max_rows: int | None = Field(default=None, ge=1)
@@ -60,7 +61,13 @@ class DataConfig(_Section):
     sample_seed: int = 0
     """Seed of data.sample=random."""
     max_length: int = Field(default=128, ge=8, le=8192)
-    """Tokens per text; longer texts are truncated."""
+    """Tokens per text; longer texts are truncated (data.task=qa: tokens per window, 384 for SQuAD)."""
+    doc_stride: int = Field(default=128, ge=1)
+    """data.task=qa: tokens of overlap between consecutive windows of a long context."""
+    max_answer_length: int = Field(default=30, ge=1)
+    """data.task=qa: the longest answer span decoding may return, in tokens."""
+    n_best: int = Field(default=20, ge=1)
+    """data.task=qa: start and end candidates per window that span decoding pairs up."""
     empty_text: Literal["skip", "error"] = "skip"
     """Rows whose text is empty: skip them (with a warning), or stop with an error."""
     encoding_errors: Literal["error", "replace"] = "error"
