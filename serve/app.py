@@ -67,18 +67,22 @@ def build_app(args: dict[str, str] | None = None) -> Application:
 
 
 def bind(cfg: Config) -> Application:
-    """Api (HTTP ingress: validation, retries) -> Classifier (model replicas, batching)."""
+    """Api (HTTP ingress: validation, retries) -> Classifier (model replicas, batching), or
+    QuestionAnswerer for a model dir with a question-answering head (POST /v1/answer)."""
+    from distillray.tasks.qa import is_qa_model
     from serve.api import Api
     from serve.classifier import Classifier
+    from serve.qa import QuestionAnswerer
 
     s = settings_from(cfg)
+    deployment = QuestionAnswerer if is_qa_model(s["model"]) else Classifier
     if s["max_ongoing_requests"] < s["max_batch_size"]:
         raise ConfigError(f"config error: serve.max_ongoing_requests={s['max_ongoing_requests']} is below "
                           f"serve.max_batch_size={s['max_batch_size']}, so batches could never fill; "
                           f"fix: set serve.max_ongoing_requests>={s['max_batch_size']}")
     actor = {"num_cpus": s["cpus_per_replica"], "num_gpus": 1 if cfg.workers.use_gpu else 0}
     logs = {"enable_access_log": s["access_log"]}
-    model = Classifier.options(num_replicas=s["num_replicas"], max_ongoing_requests=s["max_ongoing_requests"],
+    model = deployment.options(num_replicas=s["num_replicas"], max_ongoing_requests=s["max_ongoing_requests"],
                                ray_actor_options=actor, logging_config=logs).bind(s)
     # the ingress parses JSON and forwards: light, and it must hold enough requests in flight for
     # every model replica's batches to fill
@@ -109,7 +113,10 @@ def main(argv: list[str] | None = None) -> int:
         for sig in (signal.SIGINT, signal.SIGTERM):
             signal.signal(sig, lambda *_: stop.set())
         url = f"http://{cfg.serve.host}:{cfg.serve.port}"
-        print(f"serving {cfg.serve.model} at {url}/v1/classify (docs: {url}/docs); Ctrl-C stops", flush=True)
+        from distillray.tasks.qa import is_qa_model
+
+        route = "answer" if is_qa_model(cfg.serve.model) else "classify"
+        print(f"serving {cfg.serve.model} at {url}/v1/{route} (docs: {url}/docs); Ctrl-C stops", flush=True)
         stop.wait()
     return 0
 

@@ -335,7 +335,10 @@ class ServeConfig(_Section):
     max_batch_texts: int = Field(default=256, ge=1)
     """Texts one request may carry (more: HTTP 413)."""
     max_chars: int = Field(default=20_000, ge=1)
-    """Characters one text may have."""
+    """Characters one text may have (a QA model: one question)."""
+    max_context_chars: int = Field(default=10_000, ge=1)
+    """A QA model (POST /v1/answer): characters one context may have (more: HTTP 413). The model
+    reads every window of a context, so its cost grows with the length; SQuAD's longest is ~4,100."""
     cpus_per_replica: float = Field(default=1.0, gt=0)
     """CPUs reserved per replica."""
     quantize: bool = False
