@@ -80,7 +80,8 @@ def bind(cfg: Config) -> Application:
         raise ConfigError(f"config error: serve.max_ongoing_requests={s['max_ongoing_requests']} is below "
                           f"serve.max_batch_size={s['max_batch_size']}, so batches could never fill; "
                           f"fix: set serve.max_ongoing_requests>={s['max_batch_size']}")
-    actor = {"num_cpus": s["cpus_per_replica"], "num_gpus": 1 if cfg.workers.use_gpu else 0}
+    actor = {"num_cpus": s["cpus_per_replica"], "num_gpus": 1 if cfg.workers.use_gpu else 0,
+             "resources": s["resources"]}
     logs = {"enable_access_log": s["access_log"]}
     model = deployment.options(num_replicas=s["num_replicas"], max_ongoing_requests=s["max_ongoing_requests"],
                                ray_actor_options=actor, logging_config=logs).bind(s)

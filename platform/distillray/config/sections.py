@@ -257,11 +257,15 @@ class WorkersConfig(_Section):
     @field_validator("resources")
     @classmethod
     def _positive_resources(cls, v: dict[str, float]) -> dict[str, float]:
-        bad = {k: n for k, n in v.items() if not n > 0 or k in ("CPU", "GPU", "memory")}
-        if bad:
-            raise ValueError(f"must map custom resource names to amounts > 0, e.g. {{train_slot: 1}} (CPU and GPU "
-                             f"have their own keys), got {bad}")
-        return v
+        return _custom_resources(v)
+
+
+def _custom_resources(v: dict[str, float]) -> dict[str, float]:
+    bad = {k: n for k, n in v.items() if not n > 0 or k in ("CPU", "GPU", "memory")}
+    if bad:
+        raise ValueError(f"must map custom resource names to amounts > 0, e.g. {{train_slot: 1}} (CPU and GPU "
+                         f"have their own keys), got {bad}")
+    return v
 
 
 class CheckpointConfig(_Section):
@@ -349,6 +353,9 @@ class ServeConfig(_Section):
     access_log: bool = False
     """Serve's per-request access log lines. Off by default: on a busy endpoint they cost CPU, and
     request counts and latencies are in the distillray_serve_* metrics either way."""
+    resources: dict[str, float] = Field(default_factory=dict)
+    """Custom Ray resources each model replica also needs, e.g. {serve_slot: 1} where every node of a
+    pool offers one: at most one replica per node, so losing a node loses one replica, not all."""
     retries: int = Field(default=2, ge=0, le=10)
     """Times the HTTP ingress resends a request whose model replica died mid-request (to another
     replica); after that the client gets a 503 with Retry-After."""
@@ -360,6 +367,11 @@ class ServeConfig(_Section):
     a cluster or with `serve run`, export both variables before `ray start` / `serve run`.
     Trade-offs: with no ingress replica up, HAProxy itself answers a plain-text 500; its stats
     (8404) and Prometheus (9101) ports listen on all interfaces."""
+
+    @field_validator("resources")
+    @classmethod
+    def _positive_resources(cls, v: dict[str, float]) -> dict[str, float]:
+        return _custom_resources(v)
 
 
 class RunConfig(_Section):
