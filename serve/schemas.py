@@ -60,6 +60,7 @@ class ModelInfo(BaseModel):
     params: int
     max_length: int
     quantized: bool
+    backend: str = Field(default="torch", description="torch, or onnx (ONNX Runtime on the model's ONNX export)")
     distilled_from: str | None = None
     retention: float | None = None
     speedup: float | None = None

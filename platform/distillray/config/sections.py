@@ -333,6 +333,10 @@ class ServeConfig(_Section):
     """CPUs reserved per replica."""
     quantize: bool = False
     """int8 dynamic quantisation of Linear layers (CPU)."""
+    backend: Literal["torch", "onnx"] = "torch"
+    """torch, or onnx: ONNX Runtime on CPU runs the model dir's export (onnx/model.onnx; with
+    serve.quantize=true onnx/model_int8_dynamic.onnx), made by jobs/export_onnx.py. Same API;
+    single-text models only (the export has no token_type_ids input)."""
     forward_chunk: int | None = Field(default=None, ge=1)
     """Texts per forward pass within a batch, after sorting the batch by length; null: 8 on CPU
     (less padding), the whole batch on a GPU. Lower it for texts of very mixed lengths."""
