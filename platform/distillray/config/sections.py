@@ -98,6 +98,26 @@ class PruneConfig(_Section):
     """Train the pruned model by KD from the shards (train.*, distill.*) after pruning."""
 
 
+class CompareConfig(_Section):
+    """jobs/compare.py: teacher, student, their pruned forms (prune.*), int8 and ONNX forms, side by side."""
+
+    latency_budget_ms: float | None = Field(default=None, gt=0)
+    """Batch-1 median latency budget (ms, on this machine); the report names the most accurate
+    variant within it. null: no latency choice."""
+    size_budget_mb: float | None = Field(default=None, gt=0)
+    """Weight-file budget (MB, 1e6 bytes) that the report's size choice must fit. null: none."""
+    prune: bool = True
+    """Also make and compare the pruned teacher (before and after recovery, prune.recover) and the
+    pruned student (with prune.recover, recovered by KD from the same shards)."""
+    onnx: bool = True
+    """Also export every model but the unrecovered pruned teacher to ONNX (fp32, int8 dynamic,
+    int8 static) and time them in ONNX Runtime."""
+    calibration_rows: int = Field(default=300, ge=1)
+    """data.train rows (a seeded random sample) that calibrate ONNX int8 static."""
+    parity_rows: int = Field(default=500, ge=1)
+    """Dev rows of the fp32 ONNX parity check against torch (largest logit difference <= 1e-4)."""
+
+
 class PrecomputeConfig(_Section):
     cache_dir: str = "runs/cache/logits"
     """Where logit shard dirs live (local path or URI), keyed by their inputs."""
