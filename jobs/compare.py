@@ -33,6 +33,7 @@ def main(argv: list[str] | None = None) -> int:
     p = cli.parser(__doc__.splitlines()[0])
     p.add_argument("--shards", required=True, help="the teacher's logit shard dir (holds manifest.json)")
     p.add_argument("--student", required=True, help="the distilled student's model dir")
+    p.add_argument("--teacher", default=None, help="the teacher's model dir; default: the one the shards name")
     args, cfg = cli.parse(p, argv)
     c = cfg.compare
     if c.prune and cfg.prune.heads == 0 and cfg.prune.ffn == 0:
@@ -42,7 +43,7 @@ def main(argv: list[str] | None = None) -> int:
         raise ConfigError("config error: compare.onnx=true needs data.train (rows that calibrate int8 static); "
                           "fix: set data.train=..., or compare.onnx=false")
     manifest = load_manifest(args.shards, verify=False)
-    teacher = manifest["teacher"]["path"]
+    teacher = args.teacher or manifest["teacher"]["path"]
     task = task_from_shards(cfg, manifest, need_dev=True)
     shards = pipeline.check_shards(task, args.shards, teacher)
     model_config(args.student)  # a bad dir fails here, before any work
