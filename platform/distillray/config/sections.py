@@ -105,6 +105,26 @@ class PruneConfig(_Section):
     """Train the pruned model by KD from the shards (train.*, distill.*) after pruning."""
 
 
+class CompareConfig(_Section):
+    """jobs/compare.py: teacher, student, their pruned forms (prune.*), int8 and ONNX forms, side by side."""
+
+    latency_budget_ms: float | None = Field(default=None, gt=0)
+    """Batch-1 median latency budget (ms, on this machine); the report names the most accurate
+    variant within it. null: no latency choice."""
+    size_budget_mb: float | None = Field(default=None, gt=0)
+    """Weight-file budget (MB, 1e6 bytes) that the report's size choice must fit. null: none."""
+    prune: bool = True
+    """Also make and compare the pruned teacher (before and after recovery, prune.recover) and the
+    pruned student (with prune.recover, recovered by KD from the same shards)."""
+    onnx: bool = True
+    """Also export every model but the unrecovered pruned teacher to ONNX (fp32, int8 dynamic,
+    int8 static) and time them in ONNX Runtime."""
+    calibration_rows: int = Field(default=300, ge=1)
+    """data.train rows (a seeded random sample) that calibrate ONNX int8 static."""
+    parity_rows: int = Field(default=500, ge=1)
+    """Dev rows of the fp32 ONNX parity check against torch (largest logit difference <= 1e-4)."""
+
+
 class PrecomputeConfig(_Section):
     cache_dir: str = "runs/cache/logits"
     """Where logit shard dirs live (local path or URI), keyed by their inputs."""
@@ -347,6 +367,10 @@ class ServeConfig(_Section):
     """CPUs reserved per replica."""
     quantize: bool = False
     """int8 dynamic quantisation of Linear layers (CPU)."""
+    backend: Literal["torch", "onnx"] = "torch"
+    """torch, or onnx: ONNX Runtime on CPU runs the model dir's export (onnx/model.onnx; with
+    serve.quantize=true onnx/model_int8_dynamic.onnx), made by jobs/export_onnx.py. Same API;
+    single-text models only (the export has no token_type_ids input)."""
     forward_chunk: int | None = Field(default=None, ge=1)
     """Texts per forward pass within a batch, after sorting the batch by length; null: 8 on CPU
     (less padding), the whole batch on a GPU. Lower it for texts of very mixed lengths."""
