@@ -176,9 +176,8 @@ def _lose_a_teacher_node(cluster, workers: list, cache_dir: str, job: threading.
     """Once a teacher actor on a worker node has finished a block, remove that node mid-precompute.
 
     The actors on worker nodes are paused (SIGSTOP) from the first shard file on, while the state API
-    tells which of them finished a block: then the precompute provably cannot end before the kill
-    (the paused actors hold their remaining blocks), and the kill is checked to come before the
-    manifest."""
+    tells which of them finished a block: the precompute cannot end while they hold blocks, and the
+    result records whether the manifest existed at the kill (the test requires it did not)."""
     deadline = time.time() + TOTAL_TIMEOUT_S
     worker_ids = {w.node_id for w in workers}
 
