@@ -23,6 +23,7 @@ import socket
 import sys
 import threading
 import time
+import traceback
 from pathlib import Path
 from typing import Any
 
@@ -148,7 +149,10 @@ def main(argv: list[str]) -> int:
         if out.get("rc") == 0:
             output_dir = next(a.split("=", 1)[1] for a in args if a.startswith("run.output_dir="))
             t1 = time.time()
-            out["serve"] = _serve_and_lose_a_node(cluster, workers, storage.join(output_dir, "student"))
+            try:
+                out["serve"] = _serve_and_lose_a_node(cluster, workers, storage.join(output_dir, "student"))
+            except Exception:  # kept for the serve test to show; the run's own results stand
+                out["serve"] = {"error": traceback.format_exc()[-3000:]}
             out["serve"]["phase_s"] = time.time() - t1
     finally:
         result_path.write_text(json.dumps(out, indent=2))
@@ -172,23 +176,23 @@ def _lose_a_teacher_node(cluster, workers: list, cache_dir: str, job: threading.
     """Once a teacher actor on a worker node has finished a block, remove that node mid-precompute.
 
     The actors on worker nodes are paused (SIGSTOP) from the first shard file on, while the state API
-    tells which of them finished a block: then the precompute provably cannot end before the kill
-    (the paused actors hold their remaining blocks), and the kill is checked to come before the
-    manifest."""
+    tells which of them finished a block: the precompute cannot end while they hold blocks, and the
+    result records whether the manifest existed at the kill (the test requires it did not)."""
     deadline = time.time() + TOTAL_TIMEOUT_S
     worker_ids = {w.node_id for w in workers}
 
     def teachers() -> list[dict[str, Any]]:
         return [a for a in alive_actors(TEACHER) if a["node_id"] in worker_ids]
 
-    if not _wait(lambda: teachers() and shard_files(cache_dir)[0] >= 1, deadline, 0.1, job.is_alive):
-        return {"killed": None, "why": "no teacher actor on a worker node before a shard was written"}
-    acts = teachers()
+    acts = _wait(teachers, deadline, 0.2, job.is_alive)
+    if not acts or not _wait(lambda: shard_files(cache_dir)[0] >= 1, deadline, 0.05, job.is_alive):
+        return {"killed": None, "why": f"no teacher actor on a worker node ({acts}) or no shard written"}
     for a in acts:
         os.kill(a["pid"], signal.SIGSTOP)
     try:
+        # the owner (this process) reports the finished calls: they show up while the actors are paused
         done = _wait(lambda: (d := blocks_done([a["actor_id"] for a in acts])) and any(d.values()) and d,
-                     deadline, 0.5, job.is_alive)
+                     time.time() + 30, 0.5, job.is_alive)
         shards_at_kill, manifest_at_kill = shard_files(cache_dir)
         if not done:
             return {"killed": None, "why": "no teacher actor on a worker node reported a finished block"}

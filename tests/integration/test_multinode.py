@@ -120,6 +120,7 @@ def test_serve_replica_node_lost_under_load(run, record_property):
     until a node is added back, and then two again, the new one on the new node."""
     res = run[0]
     sv = res["serve"]
+    assert "error" not in sv, sv["error"]
     nodes = [r["node_id"] for r in sv["replicas"]]
     assert len(nodes) == 2 and len(set(nodes)) == 2 and res["head"] not in nodes, sv["replicas"]  # placement
     assert sv.get("killed") in nodes, f"no replica's node was removed: {sv}"
