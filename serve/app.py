@@ -112,7 +112,8 @@ def bind(cfg: Config) -> Application:
                                ray_actor_options=actor, logging_config=logs).bind(s)
     # the ingress parses JSON and forwards: light, and it must hold enough requests in flight for
     # every model replica's batches to fill
-    return Api.options(num_replicas=s["num_replicas"], ray_actor_options={"num_cpus": 0.1},
+    return Api.options(num_replicas=s["num_replicas"],
+                       ray_actor_options={"num_cpus": 0.1, "resources": s["ingress_resources"]},
                        max_ongoing_requests=4 * s["max_ongoing_requests"], logging_config=logs).bind(s, model)
 
 

@@ -132,7 +132,8 @@ def main(argv: list[str]) -> int:
     from distillray import storage
 
     result_path, args = Path(argv[0]), argv[2:]
-    head_args = {"num_cpus": 1, "include_dashboard": True, "dashboard_host": "127.0.0.1",
+    # the head, which a worker node's loss leaves standing, alone offers the HTTP ingress' resource
+    head_args = {"num_cpus": 1, "resources": {"serve_ingress": 1}, "include_dashboard": True, "dashboard_host": "127.0.0.1",
                  "dashboard_port": _free_port(), "object_store_memory": 150 << 20}
     t0 = time.time()
     cluster = Cluster(initialize_head=True, head_node_args=head_args)
@@ -288,8 +289,9 @@ class Load:
 
 
 def _serve_and_lose_a_node(cluster, workers: list, student: str) -> dict[str, Any]:
-    """The student served by 2 model replicas, one per worker node (serve.resources), through the
-    head's HTTP proxy under steady load; the node of one replica is removed, then a node added."""
+    """The student served by 2 model replicas, one per worker node (serve.resources), and its HTTP
+    ingress on the head (serve.ingress_resources), through the head's HTTP proxy under steady load;
+    the node of one replica is removed, then a node added."""
     from ray import serve
 
     from distillray.config import load_config
@@ -300,7 +302,8 @@ def _serve_and_lose_a_node(cluster, workers: list, student: str) -> dict[str, An
     res: dict[str, Any] = {}
     try:
         cfg = load_config(None, [f"serve.model={student}", "serve.num_replicas=2", "serve.cpus_per_replica=0.5",
-                                 "serve.resources={serve_slot: 1}", "serve.max_batch_size=8"])
+                                 "serve.resources={serve_slot: 1}", "serve.ingress_resources={serve_ingress: 0.01}",
+                                 "serve.max_batch_size=8"])
         t0 = time.time()
         serve.run(bind(cfg), name=APP_NAME, route_prefix="/")
         res["deploy_s"] = time.time() - t0
@@ -311,9 +314,7 @@ def _serve_and_lose_a_node(cluster, workers: list, student: str) -> dict[str, An
         with Load(f"http://127.0.0.1:{port}/v1/classify", clients=2) as load:
             if not _wait(lambda: load.ok_since(0) >= 20, deadline):  # steady load: answers flowing
                 return {**res, "killed": None, "answers": load.answers}
-            # the node of a model replica (one that also hosts an ingress replica, if any does)
-            nodes = [r["node_id"] for r in replicas]
-            victim_id = next((n for n in nodes if n in {a["node_id"] for a in api}), nodes[0])
+            victim_id = replicas[0]["node_id"]  # a model replica's node (the ingress is on the head)
             victim = next(w for w in workers if w.node_id == victim_id)
             gone = {r["actor_id"] for r in replicas if r["node_id"] == victim_id}
             t_kill = time.time()

@@ -114,8 +114,8 @@ def test_train_workers_on_separate_nodes_survive_losing_one(run, record_property
 
 
 def test_serve_replica_node_lost_under_load(run, record_property):
-    """The student served by 2 model replicas, one on each worker node, through the head's HTTP
-    proxy under steady load from 2 clients (no retries in the client). The node of one replica is
+    """The student served by 2 model replicas, one on each worker node, and its HTTP ingress on the
+    head, through the head's HTTP proxy under steady load from 2 clients (no retries in the client). The node of one replica is
     removed: no request fails (the ingress resends what the lost replica held), one replica serves
     until a node is added back, and then two again, the new one on the new node."""
     res = run[0]
@@ -123,6 +123,7 @@ def test_serve_replica_node_lost_under_load(run, record_property):
     assert "error" not in sv, sv["error"]
     nodes = [r["node_id"] for r in sv["replicas"]]
     assert len(nodes) == 2 and len(set(nodes)) == 2 and res["head"] not in nodes, sv["replicas"]  # placement
+    assert {a["node_id"] for a in sv["api_replicas"] + sv["api_after"]} == {res["head"]}, sv["api_replicas"]
     assert sv.get("killed") in nodes, f"no replica's node was removed: {sv}"
     assert sv["replica_lost_seen_s"] is not None  # one replica left while capacity was missing
     assert sv["recover_s"] is not None, "the lost replica was not replaced after a node was added"

@@ -380,6 +380,10 @@ class ServeConfig(_Section):
     resources: dict[str, float] = Field(default_factory=dict)
     """Custom Ray resources each model replica also needs, e.g. {serve_slot: 1} where every node of a
     pool offers one: at most one replica per node, so losing a node loses one replica, not all."""
+    ingress_resources: dict[str, float] = Field(default_factory=dict)
+    """Custom Ray resources each HTTP ingress replica also needs, e.g. {serve_ingress: 0.01} offered
+    only by nodes that stay (the head, on-demand nodes): a request in flight in an ingress replica
+    is lost with its node, while the ingress resends one lost with a model replica (serve.retries)."""
     retries: int = Field(default=2, ge=0, le=10)
     """Times the HTTP ingress resends a request whose model replica died mid-request (to another
     replica); after that the client gets a 503 with Retry-After."""
@@ -392,7 +396,7 @@ class ServeConfig(_Section):
     Trade-offs: with no ingress replica up, HAProxy itself answers a plain-text 500; its stats
     (8404) and Prometheus (9101) ports listen on all interfaces."""
 
-    @field_validator("resources")
+    @field_validator("resources", "ingress_resources")
     @classmethod
     def _positive_resources(cls, v: dict[str, float]) -> dict[str, float]:
         return _custom_resources(v)
