@@ -35,7 +35,7 @@ def test_one_question_or_a_list():
     ({"question": 1, "context": "x"}, J, 422, "question: Input should be a valid string"),
     ({"question": "q", "context": ["x"]}, J, 422, "context: Input should be a valid string"),
     ({**QC, "extra": 1}, J, 422, "extra: Extra inputs are not permitted"),
-    ([QC, {"question": None, "context": "x"}], J, 422, "[1]question: Input should be a valid string"),
+    ([QC, {"question": None, "context": "x"}], J, 422, "[1].question: Input should be a valid string"),
     ({"question": "", "context": "x"}, J, 422, "question is empty"),
     ({"question": "q", "context": "  \n"}, J, 422, "context is empty"),
     ([QC, {"question": "q", "context": ""}], J, 422, "[1].context is empty"),
