@@ -43,7 +43,7 @@ def main(argv: list[str] | None = None) -> int:
         student = pipeline.distill_student(cfg, checked, init_dir, task.dev, task.dest("student"))
     report = pipeline.finish(task, teacher, student, shards, tune_summary)
     logger.info("report: %s", task.dest("report.md"))
-    scores = {f"{who}_{m}": report[who][m] for who in ("teacher", "student") for m in ("accuracy", "f1")
+    scores = {f"{who}_{m}": report[who][m] for who in ("teacher", "student") for m in ("accuracy", "exact_match", "f1")
               if m in report[who]}
     print(json.dumps({k: report[k] for k in ("metric", "retention", "speedup")} | scores | {"output_dir": task.dest()}))
     return 0

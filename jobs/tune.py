@@ -54,7 +54,7 @@ def main(argv: list[str] | None = None) -> int:
     task.publish()
     logger.info("tune: results in %s", summary.output_dir)
     d = summary.as_dict()
-    print(json.dumps({k: d[k] for k in ("trials", "completed", "stopped_early", "failed", "best_accuracy",
+    print(json.dumps({k: d[k] for k in ("trials", "completed", "stopped_early", "failed", "metric", "best_score", "best_accuracy",
                                         "best_params", "restored", "wall_s")} | {"output_dir": summary.output_dir}))
     return 0
 

@@ -63,6 +63,7 @@ class ModelInfo(BaseModel):
     doc_stride: int | None = Field(default=None, description="qa: tokens shared by consecutive windows")
     max_answer_length: int | None = Field(default=None, description="qa: the longest answer, in tokens")
     quantized: bool
+    backend: str = Field(default="torch", description="torch, or onnx (ONNX Runtime on the model's ONNX export)")
     distilled_from: str | None = None
     retention: float | None = None
     speedup: float | None = None

@@ -168,3 +168,70 @@ def _size_bytes(clf: Predictor | OnnxPredictor, model_dir: str | Path, quantize:
     buf = io.BytesIO()
     torch.save(clf.model.state_dict(), buf)
     return buf.tell()
+
+
+class QAAnswerer:
+    """A loaded QA model dir that answers (question, context) items, so `measure_speed` times the
+    whole request path (windowing, forward passes, span decoding) as it times classifiers."""
+
+    def __init__(self, model_dir: str | Path, quantize: bool, **decoding: int) -> None:
+        from distillray.inference import quantize_int8
+        from distillray.models import load_tokenizer
+        from distillray.tasks.qa import load_qa_model
+
+        self.model = load_qa_model(model_dir).eval()
+        if quantize:
+            self.model = quantize_int8(self.model)
+        self.tokenizer = load_tokenizer(model_dir)
+        self.decoding = decoding
+
+    def predict(self, items: list[tuple[str, str]], batch_size: int = 32) -> list[dict]:
+        from distillray.tasks.qa_decode import answer_questions
+
+        return answer_questions(self.model, self.tokenizer, [q for q, _ in items], [c for _, c in items],
+                                batch_size=batch_size, **self.decoding)
+
+
+QA_THROUGHPUT_BATCH = 32  # windows per forward pass when QA throughput is timed (SQuAD's usual eval batch)
+
+
+def evaluate_qa_dirs(models: dict[str, str | Path], dev: Any, quantized: tuple[str, ...] = (),
+                     max_length: int = 384, doc_stride: int = 128, n_best: int = 20,
+                     max_answer_length: int = 30, speed: bool = True,
+                     threads: int | None = None) -> dict[str, dict[str, Any]]:
+    """`evaluate_dirs` for extractive QA: the official SQuAD v1.1 exact_match and f1 (as
+    fractions) over every dev question (`dev`: a `tasks.qa.QADataset`), decoded over all its
+    windows; params, size, and latency / throughput (questions/s, windows batched by 32) of
+    every model measured side by side."""
+    from distillray.inference import count_params
+    from distillray.tasks.squad_metric import squad_scores
+
+    threads = threads or len(os.sched_getaffinity(0))
+    torch.set_num_threads(threads)
+    decoding = dict(max_length=max_length, doc_stride=doc_stride, n_best=n_best, max_answer_length=max_answer_length)
+    items = [(ex.question, ex.context) for ex in dev.examples]
+    answerers: dict[str, QAAnswerer] = {}
+    out: dict[str, dict[str, Any]] = {}
+    for name, model_dir in models.items():
+        quantize = name in quantized
+        qa = answerers[name] = QAAnswerer(model_dir, quantize, **decoding)
+        t0 = time.perf_counter()
+        answers = qa.predict(items, QA_THROUGHPUT_BATCH)
+        eval_s = time.perf_counter() - t0
+        scores = squad_scores({ex.id: a["answer"] for ex, a in zip(dev.examples, answers)}, dev.gold())
+        size = dir_size_bytes(model_dir)
+        if quantize:
+            import io
+
+            buf = io.BytesIO()
+            torch.save(qa.model.state_dict(), buf)
+            size = buf.tell()
+        out[name] = {"model_dir": str(model_dir), "backend": "torch-int8" if quantize else "torch",
+                     "quantized": quantize, "exact_match": scores["exact_match"] / 100, "f1": scores["f1"] / 100,
+                     "rows": len(items), "params": count_params(qa.model), "size_bytes": size,
+                     "layers": qa.model.config.num_hidden_layers, "eval_seconds": eval_s,
+                     "throughput_batch": QA_THROUGHPUT_BATCH}
+    if speed:
+        for name, measured in measure_speed(answerers, items, throughput_batch=QA_THROUGHPUT_BATCH).items():
+            out[name].update(measured)
+    return out

@@ -59,12 +59,19 @@ def teacher_init_dir(task: Task) -> tuple[str, bool]:
     from distillray.tasks.classification import TASK_KEY
 
     base = resolve_model_dir(cfg.teacher.model)
-    if is_finetuned_for(base, task.labels.names, cfg.data.task):
+    qa = cfg.data.task == "qa"
+    if qa:
+        from distillray.tasks.qa import is_qa_model, load_qa_model
+
+        if is_qa_model(base):  # a span head already: fine-tuned for extractive QA
+            return str(base), True
+    elif is_finetuned_for(base, task.labels.names, cfg.data.task):
         return str(base), True
     out = task.dest("work", "teacher-init")
     if not storage.exists(storage.join(out, "config.json")):
         torch.manual_seed(cfg.train.seed)
-        model = load_classifier(base, task.id2label, allow_pickle=cfg.teacher.allow_pickle)
+        model = (load_qa_model(base, allow_pickle=cfg.teacher.allow_pickle) if qa else
+                 load_classifier(base, task.id2label, allow_pickle=cfg.teacher.allow_pickle))
         setattr(model.config, TASK_KEY, cfg.data.task)  # exported with it: Serve reads it
         save_model_dir(model, load_tokenizer(base), out, extra={"base": str(base)})
     return out, False
@@ -85,21 +92,29 @@ class TeacherResult:
 
 def finetune_teacher(task: Task, init_dir: str) -> TeacherResult:
     """Fine-tune the teacher on hard labels with the one train loop; export to output/teacher."""
-    from distillray.data.batches import tokenized_dataset
+    from distillray.data.batches import qa_windows_dataset, tokenized_dataset
     from distillray.data.text import subset
     from distillray.distributed.ray_train import fit
     from distillray.training.loop import LoopSpec, train_loop_per_worker
 
     cfg = task.cfg
     t0 = time.time()
-    train = subset(task.train, cfg.finetune.max_rows, cfg.data.sample, cfg.data.sample_seed)
-    datasets = {"train": tokenized_dataset(train.to_arrow(), init_dir, cfg.data.max_length, "finetune-train")}
+    if cfg.data.task == "qa":
+        train = task.train if cfg.finetune.max_rows is None else dataclasses.replace(
+            task.train, examples=task.train.examples[:cfg.finetune.max_rows])
+        datasets = {"train": qa_windows_dataset(train, init_dir, cfg.data.max_length, cfg.data.doc_stride,
+                                                "finetune-train")}
+        train_rows = datasets["train"].count()  # windows, not questions: the loop's rows
+    else:
+        train = subset(task.train, cfg.finetune.max_rows, cfg.data.sample, cfg.data.sample_seed)
+        datasets = {"train": tokenized_dataset(train.to_arrow(), init_dir, cfg.data.max_length, "finetune-train")}
+        train_rows = len(train)
     if task.dev is not None:
-        datasets["dev"] = tokenized_dataset(task.dev.to_arrow(), init_dir, cfg.data.max_length, "dev")
+        datasets["dev"] = dev_dataset(cfg, task.dev, init_dir)
     spec = LoopSpec(config=cfg.to_dict(), stage="finetune", schedule=ScheduleConfig.of(cfg.finetune).model_dump(),
                     freeze_embeddings=False,
                     weights=vars(LossWeights.hard_labels()).copy(), model_init=init_dir,
-                    export_dir=task.dest("teacher"), train_rows=len(train))
+                    export_dir=task.dest("teacher"), train_rows=train_rows)
     result = fit(train_loop_per_worker, spec, datasets, name=f"{cfg.run_name}-teacher", storage_path=task.dest("ray"))
     _write_history(task.out / "metrics" / "finetune.jsonl", result.history)
     result = dataclasses.replace(result, seconds=time.time() - t0)
@@ -109,10 +124,11 @@ def finetune_teacher(task: Task, init_dir: str) -> TeacherResult:
 def precompute(task: Task, teacher_dir: str) -> PrecomputeResult:
     """Teacher logits for task.train, as shards in the cache (reused when complete); linked
     from the run dir as output/logits."""
-    from distillray.data.precompute import run_precompute
+    from distillray.data.precompute import run_precompute, run_qa_precompute
 
     t0 = time.time()
-    res = run_precompute(task.cfg, task.train, teacher_dir)
+    run = run_qa_precompute if task.cfg.data.task == "qa" else run_precompute
+    res = run(task.cfg, task.train, teacher_dir)
     link_logits(task.out, res.shard_dir)
     return dataclasses.replace(res, seconds=time.time() - t0)
 
@@ -141,8 +157,13 @@ def student_init_dir(task: Task, teacher_dir: str, layers: list[int] | None) -> 
     marker = storage.join(out, "distillray.json")
     want = {"teacher": str(teacher_dir), "layers": layers, "task": task.cfg.data.task}
     if not (storage.is_file(marker) and {k: json.loads(storage.read_bytes(marker)).get(k) for k in want} == want):
-        teacher = load_classifier(teacher_dir, allow_pickle=task.cfg.teacher.allow_pickle)
-        student = build_student(teacher, layers)
+        if task.cfg.data.task == "qa":
+            from distillray.tasks.qa import build_qa_student, load_qa_model
+
+            student = build_qa_student(load_qa_model(teacher_dir, allow_pickle=task.cfg.teacher.allow_pickle), layers)
+        else:
+            teacher = load_classifier(teacher_dir, allow_pickle=task.cfg.teacher.allow_pickle)
+            student = build_student(teacher, layers)
         setattr(student.config, TASK_KEY, task.cfg.data.task)  # the exported student's config records it
         save_model_dir(student, load_tokenizer(teacher_dir), out, extra=want)
     return out
@@ -158,7 +179,8 @@ def check_shards(task: Task, shard_dir: str, teacher_dir: str | None) -> Shards:
                      teacher_hash=content_hash(teacher_dir) if teacher_dir else None,
                      tokenizer_hash=tokenizer_hash(teacher_dir) if teacher_dir else None,
                      max_length=task.cfg.data.max_length,
-                     label_names=task.labels.names if task.labels else None, task=task.cfg.data.task)
+                     label_names=task.labels.names if task.labels else None, task=task.cfg.data.task,
+                     doc_stride=task.cfg.data.doc_stride if task.cfg.data.task == "qa" else None)
     if task.cfg.distill.alpha_cos > 0 and not manifest.get("store_hidden"):
         raise ShardError(f"{shard_dir}: distill.alpha_cos>0 needs teacher hidden states, which these "
                          "shards lack; fix: run precompute with precompute.store_hidden=true")
@@ -172,7 +194,7 @@ def distill_student(cfg: Config, shards: Shards, init_dir: str, dev: TextDataset
     metrics go under `cfg`'s run.output_dir. Also each Tune trial's body (`options` names the
     run and carries Tune's report callback)."""
     from distillray.data.augment import labelled_only
-    from distillray.data.batches import shard_dataset, should_cache, tokenized_dataset
+    from distillray.data.batches import shard_dataset, should_cache
     from distillray.data.shards import shard_paths
     from distillray.distributed.ray_train import fit
     from distillray.training.loop import LoopSpec, train_loop_per_worker
@@ -184,7 +206,7 @@ def distill_student(cfg: Config, shards: Shards, init_dir: str, dev: TextDataset
     train_ds, train_rows = labelled_only(train_ds, shards.manifest, cfg.distill)
     datasets = {"train": train_ds}
     if dev is not None:
-        datasets["dev"] = tokenized_dataset(dev.to_arrow(), init_dir, cfg.data.max_length, "dev")
+        datasets["dev"] = dev_dataset(cfg, dev, init_dir)
     spec = LoopSpec(config=cfg.to_dict(), stage="distill", schedule=ScheduleConfig.of(cfg.train).model_dump(),
                     freeze_embeddings=cfg.train.freeze_embeddings,
                     weights=vars(LossWeights.from_config(cfg.distill)).copy(), model_init=init_dir,
@@ -194,6 +216,15 @@ def distill_student(cfg: Config, shards: Shards, init_dir: str, dev: TextDataset
                  gpus_per_worker=options.gpus_per_worker)
     _write_history(local_run_dir(cfg) / "metrics" / "distill.jsonl", result.history)
     return dataclasses.replace(result, seconds=time.time() - t0)
+
+
+def dev_dataset(cfg: Config, dev: Any, tokenizer_dir: str):
+    """The dev split as the loop evaluates it: tokenised rows, or (QA) scored windows."""
+    from distillray.data.batches import qa_windows_dataset, tokenized_dataset
+
+    if cfg.data.task == "qa":
+        return qa_windows_dataset(dev, tokenizer_dir, cfg.data.max_length, cfg.data.doc_stride, "dev", scoring=True)
+    return tokenized_dataset(dev.to_arrow(), tokenizer_dir, cfg.data.max_length, "dev")
 
 
 def _write_history(path: Path, history: list[dict[str, Any]]) -> None:
@@ -223,6 +254,13 @@ def evaluate_models(task: Task, dirs: dict[str, str], quantize_student: bool = T
     models = dict(dirs)
     if quantize_student and "student" in dirs:
         models["student_int8"] = dirs["student"]
+    if task.cfg.data.task == "qa":
+        from distillray.evaluation import evaluate_qa_dirs
+
+        d = task.cfg.data
+        out = evaluate_qa_dirs(models, task.dev, quantized=("student_int8",), max_length=d.max_length,
+                               doc_stride=d.doc_stride, n_best=d.n_best, max_answer_length=d.max_answer_length)
+        return Evaluation(out, time.time() - t0)
     out = evaluate_dirs(models, task.dev.inputs(), task.dev.labels, task.labels.names, quantized=("student_int8",),
                         max_length=task.cfg.data.max_length)
     return Evaluation(out, time.time() - t0)
@@ -240,7 +278,7 @@ def prepare_teacher(task: Task) -> TeacherResult:
         return finetune_teacher(task, init_dir)
     if not finetuned:
         logger.warning("teacher.finetune=false but %s is not fine-tuned for %s: distilling from a "
-                       "randomly initialised head", cfg.teacher.model, task.labels.names)
+                       "randomly initialised head", cfg.teacher.model, _target(task))
     from distillray.tasks.classification import record_task
 
     out = task.dest("teacher")
@@ -252,8 +290,13 @@ def prepare_teacher(task: Task) -> TeacherResult:
     elif Path(init_dir).resolve() != Path(out).resolve():
         _copy_model_files(Path(init_dir), Path(out))
         record_task(Path(out), cfg.data.task)
-    logger.info("teacher: using %s as is (already fine-tuned for %s)", cfg.teacher.model, task.labels.names)
+    logger.info("teacher: using %s as is (already fine-tuned for %s)", cfg.teacher.model, _target(task))
     return TeacherResult(out)
+
+
+def _target(task: Task) -> Any:
+    """What the teacher is fine-tuned for, for log lines: the labels, or extractive QA."""
+    return task.labels.names if task.labels else f"data.task={task.cfg.data.task}"
 
 
 def _copy_model_files(src: Path, dest: Path) -> None:
@@ -269,13 +312,16 @@ def _fit_summary(fit: FitResult | None) -> dict[str, Any] | None:
 
 
 def stage_timings(task: Task, teacher: TeacherResult | None, shards: PrecomputeResult,
-                  student: FitResult | None, **more: float) -> dict[str, float]:
+                  student: FitResult | None, tune_summary: TuneSummary | None = None,
+                  **more: float) -> dict[str, float]:
     """Wall seconds per stage, in run order, from the stages' own results (`more`: extra
     stages a caller ran, e.g. a benchmark's second student)."""
     timings = {"load_data": task.load_seconds}
     if teacher is not None and teacher.fit is not None:
         timings["finetune_teacher"] = teacher.seconds
     timings["precompute"] = shards.seconds
+    if tune_summary is not None:
+        timings["tune"] = tune_summary.wall_s
     if student is not None:
         timings["distill"] = student.seconds
     return {**timings, **more}
@@ -287,8 +333,9 @@ def finish(task: Task, teacher: TeacherResult | None, student: FitResult | None,
     student's provenance, and upload the staged files (`publish`). `timings` defaults to
     `stage_timings` of the results given; the evaluation's own time is added."""
     evals = evaluate_models(task, {"teacher": task.dest("teacher"), "student": task.dest("student")})
-    timings = {**(timings if timings is not None else stage_timings(task, teacher, shards, student)),
-               "evaluate": evals.seconds}
+    if timings is None:
+        timings = stage_timings(task, teacher, shards, student, tune_summary)
+    timings = {**timings, "evaluate": evals.seconds}
     report = write_run_report(task, evals, teacher.fit if teacher else None, student, shards, timings, tune_summary)
     prov = {"teacher": task.dest("teacher"), "layers": task.cfg.student.layers,
             "retention": report["retention"], "speedup": report["speedup"]}
@@ -305,7 +352,8 @@ def write_run_report(task: Task, evals: Evaluation, teacher_fit: FitResult | Non
     from distillray.report import build_report, write_report
 
     dataset = {"train": task.train.source, "train_rows": len(task.train), "dev": task.dev.source,
-               "dev_rows": len(task.dev), "labels": task.labels.names, "shard_dir": shards.shard_dir,
+               "dev_rows": len(task.dev), "labels": task.labels.names if task.labels else None,
+               "shard_dir": shards.shard_dir,
                "shard_rows_by_source": shards.manifest.get("sources"),
                "skipped_empty_rows": task.train.skipped_empty}
     training = {k: v for k, v in (("teacher_finetune", _fit_summary(teacher_fit)),

@@ -129,17 +129,27 @@ def check_resources(cfg: Config) -> None:
             )
 
 
+def check_gpus(need: int, now: float, can_add: float | None) -> None:
+    """GPU workers on a cluster with fewer GPUs now: fine when its autoscaler can provide them (a
+    scale-from-zero GPU group starts with none), an error when it cannot or there is no autoscaler."""
+    if can_add is not None and can_add >= need:
+        logger.warning("workers.num_workers=%d GPU workers but the cluster has %g GPU(s) now: training waits "
+                       "while the autoscaler adds GPU nodes (it can provide %g)", need, now, can_add)
+        return
+    limit = "" if can_add is None else f" and its autoscaler can provide at most {can_add:g}"
+    raise ConfigError(
+        f"config error: workers.num_workers={need} GPU workers but the cluster has {now:g} GPU(s) now{limit}; "
+        "fix: lower workers.num_workers (autoscaling clusters: raise the GPU worker group's max_workers / maxReplicas)"
+    )
+
+
 def check_cluster(cfg: Config) -> None:
     """After connecting: the same resource check against the real cluster."""
-    from distillray.ray_utils import cluster_cpus, cluster_gpus
+    from distillray.ray_utils import autoscaler_max, cluster_cpus, cluster_gpus
 
     t = cfg.workers
     if t.use_gpu and cluster_gpus() < t.num_workers:
-        raise ConfigError(
-            f"config error: workers.num_workers={t.num_workers} GPU workers but the cluster has "
-            f"{cluster_gpus():g} GPU(s) now; fix: lower workers.num_workers (autoscaling clusters: "
-            "raise the GPU worker type's max_workers)"
-        )
+        check_gpus(t.num_workers, cluster_gpus(), autoscaler_max("GPU"))
     import ray
 
     total = ray.cluster_resources()
@@ -170,6 +180,9 @@ def preflight(cfg: Config, need_train: bool = True, need_dev: bool = True,
     t0 = time.time()
     if not need_train:
         return Task(cfg=cfg, train=None, dev=None, labels=None)
+    if cfg.data.task == "qa":
+        train, dev = load_qa_task(cfg, need_dev, check_windows_with=cfg.teacher.model if teacher else None)
+        return Task(cfg=cfg, train=train, dev=dev, labels=None, load_seconds=time.time() - t0)
     train, dev, labels = load_task(cfg.data, local_run_dir(cfg), need_dev=need_dev)
     if cfg.data.metric == "f1" and len(labels.names) != 2:
         raise ConfigError(f"config error: data.metric=f1 is the F1 of the positive class of a binary task, but "
@@ -183,11 +196,41 @@ def preflight(cfg: Config, need_train: bool = True, need_dev: bool = True,
     return Task(cfg=cfg, train=train, dev=dev, labels=labels, load_seconds=time.time() - t0)
 
 
+def load_qa_task(cfg: Config, need_dev: bool = True, check_windows_with: str | None = None) -> tuple[Any, Any]:
+    """data.task=qa: the SQuAD train and dev splits (`tasks.qa.QADataset`); with a model dir,
+    check that its tokenizer leaves every window room for context beyond data.doc_stride after
+    the longest question (a one-line ConfigError naming data.doc_stride otherwise)."""
+    from distillray.errors import DataError
+    from distillray.tasks.qa import check_window_sizes, load_qa_split, question_tokens
+
+    d = cfg.data
+    if not d.train:
+        raise DataError("data.train is not set; fix: set data.train=path/to/train.json (SQuAD v1.1)")
+    if need_dev and not d.dev:
+        raise DataError("data.dev is not set; fix: set data.dev=path/to/dev.json (SQuAD v1.1)")
+    train = load_qa_split(d.train, d.max_rows)
+    dev = load_qa_split(d.dev, d.dev_max_rows) if d.dev else None
+    if check_windows_with is not None:
+        from distillray.models import load_tokenizer
+
+        tok = load_tokenizer(check_windows_with)
+        check_window_sizes(tok, d.max_length, d.doc_stride,
+                           question_tokens(tok, [train] + ([dev] if dev is not None else [])))
+    logger.info("data: train %d questions (%s), dev %s questions", len(train), train.source,
+                len(dev) if dev else 0)
+    return train, dev
+
+
 def task_from_shards(cfg: Config, manifest: dict[str, Any], need_dev: bool = False) -> Task:
     """`preflight` for a run that starts from a shard dir instead of the training data: the labels
     come from the shards' manifest, dev from data.dev (loaded when set, or always with
     `need_dev`: an unset data.dev is then an error)."""
     task = preflight(cfg, need_train=False, teacher=False)
+    if cfg.data.task == "qa":
+        from distillray.tasks.qa import load_qa_split
+
+        dev = load_qa_split(cfg.data.dev, cfg.data.dev_max_rows) if need_dev or cfg.data.dev else None
+        return dataclasses.replace(task, dev=dev)
     meta = manifest["dataset"]
     labels = LabelSet(raw=meta.get("raw_labels", meta["label_names"]), names=meta["label_names"])
     dev = load_dev_for_labels(cfg, labels) if need_dev or cfg.data.dev else None

@@ -27,7 +27,8 @@ def build_report(evals: dict[str, dict[str, Any]], config: dict[str, Any], datas
         "student": s,
         "metric": metric,
         "retention": s[metric] / t[metric] if t[metric] else None,
-        "retention_by_metric": {m: s[m] / t[m] if t[m] else None for m in ("accuracy", "f1") if m in t and m in s},
+        "retention_by_metric": {m: s[m] / t[m] if t[m] else None for m in ("accuracy", "exact_match", "f1")
+                                if m in t and m in s},
         "speedup": s["throughput"] / t["throughput"] if t.get("throughput") else None,
         "latency_speedup": t["latency_ms"] / s["latency_ms"] if s.get("latency_ms") else None,
         "speedup_rounds": [b / a for a, b in zip(t.get("throughput_rounds", []), s.get("throughput_rounds", []))],
@@ -62,23 +63,29 @@ def render_markdown(r: dict[str, Any], plots: list[str]) -> str:
     metric = r.get("metric", "accuracy")
     shown = {"accuracy": "accuracy", "f1": "F1"}[metric]
     with_f1 = "f1" in t  # binary tasks: F1 of the positive class beside accuracy
+    qa = "exact_match" in t  # extractive QA: the official SQuAD EM and F1
+    if qa:
+        shown = "SQuAD F1"
+    cols = [("exact_match", "EM"), ("f1", "F1")] if qa else [("accuracy", "accuracy")] + ([("f1", "F1")] if with_f1 else [])
+    batch = t.get("throughput_batch", 64)
     rows = [("teacher", t), ("student", s)] + ([("student int8", r["student_int8"])] if "student_int8" in r else [])
     lines = [
         "# distillray report",
         "",
         f"**The student keeps {_pct(r['retention'], 1)} of the teacher's {shown} "
-        f"({s[metric]:.2%} vs {t[metric]:.2%} on {t['rows']} dev rows) with "
+        f"({s[metric]:.2%} vs {t[metric]:.2%} on {t['rows']} dev {'questions' if qa else 'rows'}) with "
         f"{s['params'] / t['params']:.0%} of its parameters, and runs {r['speedup']:.2f}x faster "
-        f"(throughput at batch 64; {r['latency_speedup']:.2f}x at batch 1).**",
+        f"(throughput at batch {batch}; {r['latency_speedup']:.2f}x at batch 1).**",
         "",
-        f"| model | layers | accuracy |{' F1 |' if with_f1 else ''} params | size | latency (batch 1, median) "
-        "| throughput (batch 64) |",
-        f"|---|---:|---:|{'---:|' if with_f1 else ''}---:|---:|---:|---:|",
+        f"| model | layers |{''.join(f' {title} |' for _, title in cols)} params | size | latency (batch 1, median) "
+        f"| throughput (batch {batch}) |",
+        f"|---|---:|{'---:|' * len(cols)}---:|---:|---:|---:|",
     ]
     for name, e in rows:
-        f1 = f" {e['f1']:.2%} |" if with_f1 else ""
-        lines.append(f"| {name} | {e['layers']} | {e['accuracy']:.2%} |{f1} {e['params'] / 1e6:.2f} M | "
-                     f"{_fmt_bytes(e['size_bytes'])} | {e['latency_ms']:.2f} ms | {e['throughput']:.0f} ex/s |")
+        scores = "".join(f" {e[key]:.2%} |" for key, _ in cols)
+        lines.append(f"| {name} | {e['layers']} |{scores} {e['params'] / 1e6:.2f} M | "
+                     f"{_fmt_bytes(e['size_bytes'])} | {e['latency_ms']:.2f} ms | {e['throughput']:.0f} "
+                     f"{'questions' if qa else 'ex'}/s |")
     lines += ["", f"Retention {_pct(r['retention'], 2)} · speed-up {r['speedup']:.2f}x · size "
                   f"{r['size_ratio']:.0%} of the teacher's weights", ""]
     if r.get("speedup_rounds"):
@@ -92,10 +99,11 @@ def render_markdown(r: dict[str, Any], plots: list[str]) -> str:
         lines += ["## Plots", ""] + [f"![{Path(p).stem}]({p})" for p in plots] + [""]
     tr = r.get("training") or {}
     if tr:
-        lines += ["## Training", "", "| stage | steps | final dev accuracy | restarts from checkpoint |",
+        dev_key = "dev_accuracy" if metric == "accuracy" else "dev_f1"
+        lines += ["## Training", "", f"| stage | steps | final {dev_key.replace('_', ' ')} | restarts from checkpoint |",
                   "|---|---:|---:|---:|"]
         for stage, info in tr.items():
-            acc = info.get("final", {}).get("dev_accuracy")
+            acc = info.get("final", {}).get(dev_key)
             lines.append(f"| {stage} | {info.get('steps')} | {'' if acc is None else f'{acc:.2%}'} | "
                          f"{info.get('resumes', 0)} |")
         lines.append("")
@@ -104,7 +112,8 @@ def render_markdown(r: dict[str, Any], plots: list[str]) -> str:
         lines += ["## Hyperparameter search (Ray Tune)", "",
                   f"{tu.get('trials')} trials ({tu.get('completed', 0)} completed, {tu.get('stopped_early', 0)} "
                   f"stopped early, {tu.get('failed', 0)} failed; {tu.get('search')} search, scheduler "
-                  f"{tu.get('scheduler')}); best dev accuracy {tu.get('best_accuracy', 0):.2%} with "
+                  f"{tu.get('scheduler')}); best {tu.get('metric', 'dev_accuracy').replace('_', ' ')} "
+                  f"{tu.get('best_score', tu.get('best_accuracy', 0)):.2%} with "
                   f"`{json.dumps(tu.get('best_params'))}`, the config this student was trained with. "
                   f"Teacher forward passes avoided: {tu.get('teacher_forwards_avoided', 0):,} (every trial "
                   "read the same precomputed logits).", ""]
@@ -131,7 +140,8 @@ def plot_curves(out: Path, histories: dict[str, list[dict[str, Any]]]) -> list[s
     written = []
     for stage, hist in histories.items():
         train = [h for h in hist if any(k.startswith("train_loss") for k in h)]
-        dev = [h for h in hist if "dev_accuracy" in h]
+        dev_key = "dev_accuracy" if any("dev_accuracy" in h for h in hist) else "dev_f1"
+        dev = [h for h in hist if dev_key in h]
         if not train and not dev:
             continue
         fig, axes = plt.subplots(1, 2, figsize=(10, 3.6))
@@ -139,8 +149,8 @@ def plot_curves(out: Path, histories: dict[str, list[dict[str, Any]]]) -> list[s
             axes[0].plot([h["step"] for h in train if key in h], [h[key] for h in train if key in h], label=key[6:])
         axes[0].set(title=f"{stage}: training loss", xlabel="step")
         axes[0].legend()
-        axes[1].plot([h["step"] for h in dev], [h["dev_accuracy"] for h in dev], marker="o")
-        axes[1].set(title=f"{stage}: dev accuracy", xlabel="step", ylim=(0, 1))
+        axes[1].plot([h["step"] for h in dev], [h[dev_key] for h in dev], marker="o")
+        axes[1].set(title=f"{stage}: {dev_key.replace('_', ' ')}", xlabel="step", ylim=(0, 1))
         fig.tight_layout()
         name = f"{stage}_curves.png"
         fig.savefig(out / name, dpi=90)
@@ -170,17 +180,18 @@ def tradeoff_figure(evals: dict[str, dict[str, Any]], trials: list[dict[str, Any
     fig, ax = plt.subplots(figsize=(7.2, 4))
     xs = [e["throughput"] for e in evals.values()]
     middle = (min(xs) + max(xs)) / 2
+    score = "accuracy" if all("accuracy" in e for e in evals.values()) else "f1"  # QA: SQuAD F1
     for name, e in evals.items():
-        ax.scatter(e["throughput"], e["accuracy"], s=60, label=name)
+        ax.scatter(e["throughput"], e[score], s=60, label=name)
         # Each label on the inner side of its point, so the rightmost one stays inside the axes.
         inner_left = e["throughput"] > middle
-        ax.annotate(name, (e["throughput"], e["accuracy"]), textcoords="offset points",
+        ax.annotate(name, (e["throughput"], e[score]), textcoords="offset points",
                     xytext=(-7 if inner_left else 7, 6), ha="right" if inner_left else "left", va="bottom")
     if trials and "student" in evals:
-        accs = [tr["dev_accuracy"] for tr in trials if tr.get("dev_accuracy") is not None]
+        accs = [tr[f"dev_{score}"] for tr in trials if tr.get(f"dev_{score}") is not None]
         ax.scatter([evals["student"]["throughput"]] * len(accs), accs, marker="x", alpha=0.5, label="Tune trials")
     ax.margins(x=0.12, y=0.15)  # room for the labels above the highest and outermost points
-    ax.set(xlabel="throughput (examples/s, batch 64)", ylabel="dev accuracy", title="accuracy vs speed")
+    ax.set(xlabel="throughput (examples/s)", ylabel=f"dev {score}", title=f"{score} vs speed")
     # Outside the axes: a legend inside covers whichever point sits in its corner.
     ax.legend(loc="upper left", bbox_to_anchor=(1.02, 1.0), borderaxespad=0, fontsize=8)
     fig.tight_layout()

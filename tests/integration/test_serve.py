@@ -347,6 +347,63 @@ def test_each_model_answers_on_its_own_endpoint_only(server, qa_server):
     assert_still_serving(server)
 
 
+@pytest.fixture  # deleted after its one test: the tests after it have the cores to themselves
+def onnx_server(server, tiny_teacher, tmp_path_factory):
+    """serve.backend=onnx beside the torch app, in the same Serve instance, on a copy of the tiny
+    teacher exported to ONNX (the copy keeps the shared tiny teacher's dir as it was)."""
+    import shutil
+
+    from ray import serve
+
+    from distillray.config import load_config
+    from distillray.models.onnx import export_onnx
+    from serve.app import bind
+
+    model = tmp_path_factory.mktemp("onnx") / "teacher"
+    shutil.copytree(tiny_teacher, model)
+    export_onnx(model)
+    serve.run(bind(load_config(None, [f"serve.model={model}", "serve.backend=onnx", *LIMITS])), name="onnx",
+              route_prefix="/onnx")
+    yield f"{server}/onnx", model
+    serve.delete("onnx")
+
+
+def test_onnx_backend_answers_like_torch_and_rejects_bad_input(onnx_server):
+    """The same API on ONNX Runtime: a batch and a single text get torch's labels and probabilities
+    (within 1e-4), /v1/model names the backend, and bad input gets its 4xx with JSON."""
+    from distillray.inference import load_for_inference
+
+    url, model = onnx_server
+    ref = load_for_inference(model).predict_proba(TEXTS)
+    labels = ["negative", "positive"]
+    r = classify(url, {"texts": TEXTS})
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert body["model"].startswith("teacher@") and body["model"].endswith("+onnx")
+    got = [[p["probs"][k] for k in labels] for p in body["predictions"]]
+    np.testing.assert_allclose(got, ref, atol=1e-4)
+    assert [p["label"] for p in body["predictions"]] == [labels[i] for i in ref.argmax(-1)]
+    single = classify(url, {"text": TEXTS[2]}).json()["predictions"][0]
+    np.testing.assert_allclose([single["probs"][k] for k in labels], ref[2], atol=1e-4)
+    info = httpx.get(f"{url}/v1/model").json()
+    assert info["backend"] == "onnx" and info["params"] > 0
+    for kwargs, status, words in ((BAD[5][1], 422, "empty"), (BAD[7][1], 413, "max_batch_texts=8")):
+        r = httpx.post(f"{url}/v1/classify", timeout=30, **kwargs)
+        assert r.status_code == status and words in r.json()["error"], r.text
+    assert_still_serving(url)
+
+
+def test_onnx_backend_without_an_export_is_refused_before_serve_starts(tiny_teacher):
+    from distillray.config import load_config
+    from distillray.errors import ConfigError, ModelError
+    from serve.app import bind
+
+    with pytest.raises(ModelError, match=r"serve.backend=onnx: .*no ONNX export.*jobs/export_onnx.py --model"):
+        bind(load_config(None, [f"serve.model={tiny_teacher}", "serve.backend=onnx"]))
+    with pytest.raises(ConfigError, match="workers.use_gpu=false"):
+        bind(load_config(None, [f"serve.model={tiny_teacher}", "serve.backend=onnx", "workers.use_gpu=true"]))
+
+
 @contextlib.contextmanager
 def answering(cmd: list[str], port: int, log: list[str] | None = None):
     """Run a server command in its own session (its own local Ray) until it answers a classify on

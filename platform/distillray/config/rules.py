@@ -66,6 +66,8 @@ def check(cfg: BaseModel) -> None:
             )
     dl = cfg.data
     _check_task(dl)
+    if dl.task == "qa":
+        _check_qa_tree(cfg)
     if dl.label_names is not None:
         if dl.labels is None or len(dl.labels) != len(dl.label_names):
             raise ConfigError(
@@ -110,9 +112,12 @@ def check_augment(a: AugmentConfig) -> None:
 def _check_task(dl: DataConfig) -> None:
     """data.task and the keys that only make sense with one task."""
     if dl.task == "qa":
+        _check_qa(dl)
+        return
+    if dl.format == "squad":
         raise ConfigError(
-            "config error: data.task=qa is not wired into the pipeline yet (only single-text and "
-            "sentence-pair classification are); fix: set data.task=single or data.task=pair")
+            f"config error: data.format=squad is SQuAD question answering but data.task={dl.task}; "
+            "fix: set data.task=qa (and data.metric=f1), or a table format such as data.format=tsv")
     if dl.task == "pair" and dl.text_pair_column is None:
         raise ConfigError(
             "config error: data.task=pair needs the second text's column; fix: set "
@@ -126,6 +131,48 @@ def _check_task(dl: DataConfig) -> None:
         raise ConfigError(
             f"config error: data.metric=f1 is the F1 of the positive class of a binary task, but "
             f"data.labels={dl.labels} has {len(dl.labels)} classes; fix: set data.metric=accuracy")
+
+
+def _check_qa(dl: DataConfig) -> None:
+    """data.task=qa: SQuAD v1.1 JSON in, SQuAD F1 out, windows that advance."""
+    for key in ("train", "dev"):
+        path = getattr(dl, key)
+        suffix = path.rsplit(".", 1)[-1].lower() if "." in path.rsplit("/", 1)[-1] else ""
+        if dl.format not in ("auto", "squad") or (dl.format == "auto" and path and suffix != "json"):
+            shown = dl.format if dl.format != "auto" else f"a .{suffix or '?'} file"
+            raise ConfigError(
+                f"config error: data.task=qa reads SQuAD v1.1 JSON but data.{key}={path} is {shown}; "
+                "fix: point data.train/data.dev at SQuAD .json files (data.format=squad), or set "
+                "data.task=single/pair for a table")
+    for key in ("text_pair_column", "labels", "label_names"):
+        if getattr(dl, key) is not None:
+            raise ConfigError(
+                f"config error: data.{key} is set but data.task=qa takes questions, contexts and "
+                f"answers from the SQuAD JSON; fix: set data.{key}=null")
+    if dl.metric != "f1":
+        raise ConfigError(
+            f"config error: data.metric={dl.metric} but data.task=qa is scored by the SQuAD v1.1 "
+            "F1 (and EM); fix: set data.metric=f1")
+    if dl.doc_stride >= dl.max_length:
+        raise ConfigError(
+            f"config error: data.doc_stride={dl.doc_stride} must be below data.max_length="
+            f"{dl.max_length} (windows overlap by doc_stride tokens); fix: set data.doc_stride="
+            f"{max(1, dl.max_length // 3)}")
+
+
+def _check_qa_tree(cfg: BaseModel) -> None:
+    """Sections that only classification can use (no [CLS] state or rows to augment in QA)."""
+    d, a = cfg.distill, cfg.augment
+    for key, value in (("distill.alpha_cos", d.alpha_cos), ("distill.alpha_mse", d.alpha_mse)):
+        if value > 0:
+            raise ConfigError(f"config error: {key}={value} is not defined for data.task=qa (its loss "
+                              f"is KD + CE on the start/end distributions); fix: set {key}=0")
+    if cfg.precompute.store_hidden:
+        raise ConfigError("config error: precompute.store_hidden=true is not used by data.task=qa; "
+                          "fix: set precompute.store_hidden=false")
+    if a.copies > 0 or a.unlabelled:
+        raise ConfigError("config error: augment.copies/augment.unlabelled are for text "
+                          "classification, not data.task=qa; fix: set augment.copies=0 augment.unlabelled=[]")
 
 
 _UNSEARCHABLE = {"train.log_every", "train.eval_every"}

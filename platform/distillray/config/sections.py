@@ -28,8 +28,8 @@ class DataConfig(_Section):
     """Training data: a path, file:// URI, "hf:<name>[:<config>]:<split>", or "smoke" (built-in sample)."""
     dev: str = ""
     """Dev data for evaluation, in the same forms as data.train."""
-    format: Literal["auto", "tsv", "csv", "jsonl", "parquet"] = "auto"
-    """File format; auto: from the file extension."""
+    format: Literal["auto", "tsv", "csv", "jsonl", "parquet", "squad"] = "auto"
+    """File format; auto: from the file extension (.json: SQuAD v1.1, for data.task=qa)."""
     header: bool = True
     """tsv/csv: the first line names the columns."""
     text_column: str | int = "text"
@@ -49,8 +49,9 @@ class DataConfig(_Section):
     """tsv/csv quoting: csv reads "..." as a quoted field; none takes every character literally
     (GLUE's TSVs, e.g. MRPC, hold unescaped `"` inside fields)."""
     metric: Literal["accuracy", "f1"] = "accuracy"
-    """Headline metric (retention, report; f1 adds dev F1 to training's evals): accuracy, or f1 of
-    the positive class (label id 1) of a binary task, GLUE MRPC's. Tune still ranks by accuracy."""
+    """Headline metric (retention, report, the Tune objective; f1 adds dev F1 to training's
+    evals): accuracy, or f1 of the positive class (label id 1) of a binary task, GLUE MRPC's;
+    data.task=qa needs f1 (the official SQuAD v1.1 F1; EM is reported beside it)."""
     max_rows: int | None = Field(default=None, ge=1)
     """Use only N rows of train (smoke runs); data.sample picks them."""
     dev_max_rows: int | None = Field(default=None, ge=1)
@@ -60,7 +61,13 @@ class DataConfig(_Section):
     sample_seed: int = 0
     """Seed of data.sample=random."""
     max_length: int = Field(default=128, ge=8, le=8192)
-    """Tokens per text; longer texts are truncated."""
+    """Tokens per text; longer texts are truncated (data.task=qa: tokens per window, 384 for SQuAD)."""
+    doc_stride: int = Field(default=128, ge=1)
+    """data.task=qa: tokens of overlap between consecutive windows of a long context."""
+    max_answer_length: int = Field(default=30, ge=1)
+    """data.task=qa: the longest answer span decoding may return, in tokens."""
+    n_best: int = Field(default=20, ge=1)
+    """data.task=qa: start and end candidates per window that span decoding pairs up."""
     empty_text: Literal["skip", "error"] = "skip"
     """Rows whose text is empty: skip them (with a warning), or stop with an error."""
     encoding_errors: Literal["error", "replace"] = "error"
@@ -96,6 +103,26 @@ class PruneConfig(_Section):
     """Batches of train.batch_size shard rows (a seeded sample) the importance scores use."""
     recover: bool = True
     """Train the pruned model by KD from the shards (train.*, distill.*) after pruning."""
+
+
+class CompareConfig(_Section):
+    """jobs/compare.py: teacher, student, their pruned forms (prune.*), int8 and ONNX forms, side by side."""
+
+    latency_budget_ms: float | None = Field(default=None, gt=0)
+    """Batch-1 median latency budget (ms, on this machine); the report names the most accurate
+    variant within it. null: no latency choice."""
+    size_budget_mb: float | None = Field(default=None, gt=0)
+    """Weight-file budget (MB, 1e6 bytes) that the report's size choice must fit. null: none."""
+    prune: bool = True
+    """Also make and compare the pruned teacher (before and after recovery, prune.recover) and the
+    pruned student (with prune.recover, recovered by KD from the same shards)."""
+    onnx: bool = True
+    """Also export every model but the unrecovered pruned teacher to ONNX (fp32, int8 dynamic,
+    int8 static) and time them in ONNX Runtime."""
+    calibration_rows: int = Field(default=300, ge=1)
+    """data.train rows (a seeded random sample) that calibrate ONNX int8 static."""
+    parity_rows: int = Field(default=500, ge=1)
+    """Dev rows of the fp32 ONNX parity check against torch (largest logit difference <= 1e-4)."""
 
 
 class PrecomputeConfig(_Section):
@@ -250,11 +277,15 @@ class WorkersConfig(_Section):
     @field_validator("resources")
     @classmethod
     def _positive_resources(cls, v: dict[str, float]) -> dict[str, float]:
-        bad = {k: n for k, n in v.items() if not n > 0 or k in ("CPU", "GPU", "memory")}
-        if bad:
-            raise ValueError(f"must map custom resource names to amounts > 0, e.g. {{train_slot: 1}} (CPU and GPU "
-                             f"have their own keys), got {bad}")
-        return v
+        return _custom_resources(v)
+
+
+def _custom_resources(v: dict[str, float]) -> dict[str, float]:
+    bad = {k: n for k, n in v.items() if not n > 0 or k in ("CPU", "GPU", "memory")}
+    if bad:
+        raise ValueError(f"must map custom resource names to amounts > 0, e.g. {{train_slot: 1}} (CPU and GPU "
+                         f"have their own keys), got {bad}")
+    return v
 
 
 class CheckpointConfig(_Section):
@@ -336,12 +367,19 @@ class ServeConfig(_Section):
     """CPUs reserved per replica."""
     quantize: bool = False
     """int8 dynamic quantisation of Linear layers (CPU)."""
+    backend: Literal["torch", "onnx"] = "torch"
+    """torch, or onnx: ONNX Runtime on CPU runs the model dir's export (onnx/model.onnx; with
+    serve.quantize=true onnx/model_int8_dynamic.onnx), made by jobs/export_onnx.py. Same API;
+    single-text models only (the export has no token_type_ids input)."""
     forward_chunk: int | None = Field(default=None, ge=1)
     """Texts per forward pass within a batch, after sorting the batch by length; null: 8 on CPU
     (less padding), the whole batch on a GPU. Lower it for texts of very mixed lengths."""
     access_log: bool = False
     """Serve's per-request access log lines. Off by default: on a busy endpoint they cost CPU, and
     request counts and latencies are in the distillray_serve_* metrics either way."""
+    resources: dict[str, float] = Field(default_factory=dict)
+    """Custom Ray resources each model replica also needs, e.g. {serve_slot: 1} where every node of a
+    pool offers one: at most one replica per node, so losing a node loses one replica, not all."""
     retries: int = Field(default=2, ge=0, le=10)
     """Times the HTTP ingress resends a request whose model replica died mid-request (to another
     replica); after that the client gets a 503 with Retry-After."""
@@ -353,6 +391,11 @@ class ServeConfig(_Section):
     a cluster or with `serve run`, export both variables before `ray start` / `serve run`.
     Trade-offs: with no ingress replica up, HAProxy itself answers a plain-text 500; its stats
     (8404) and Prometheus (9101) ports listen on all interfaces."""
+
+    @field_validator("resources")
+    @classmethod
+    def _positive_resources(cls, v: dict[str, float]) -> dict[str, float]:
+        return _custom_resources(v)
 
 
 class RunConfig(_Section):

@@ -35,6 +35,8 @@ def collate(rows: dict[str, Any], idx: np.ndarray, pad_id: int) -> Batch:
     for sentence pairs; teacher_logits (batch, num_labels) and teacher_hidden (batch, hidden)
     when the rows carry them.
     """
+    if "start_position" in rows:
+        return collate_qa(rows, idx, pad_id)
     ids, mask = pad([rows["input_ids"][i] for i in idx], pad_id)
     out: Batch = {"input_ids": ids, "attention_mask": mask,
                   "labels": torch.as_tensor(np.asarray(rows["label"])[idx], dtype=torch.long)}
@@ -46,6 +48,32 @@ def collate(rows: dict[str, Any], idx: np.ndarray, pad_id: int) -> Batch:
     return out
 
 
+def collate_qa(rows: dict[str, Any], idx: np.ndarray, pad_id: int) -> Batch:
+    """Pad the chosen QA window rows: input_ids, attention_mask, token_type_ids, answer_mask
+    (batch, len); start_positions, end_positions (batch,); teacher_start / teacher_end
+    (batch, len, 0 past a window's end: masked in the loss) when the rows carry them."""
+    from distillray.tasks.qa import answer_mask_from_types
+
+    ids, mask = pad([rows["input_ids"][i] for i in idx], pad_id)
+    types = pad([rows["token_type_ids"][i] for i in idx], 0)[0]
+    out: Batch = {"input_ids": ids, "attention_mask": mask, "token_type_ids": types,
+                  "answer_mask": answer_mask_from_types(types, mask),
+                  "start_positions": torch.as_tensor(np.asarray(rows["start_position"])[idx], dtype=torch.long),
+                  "end_positions": torch.as_tensor(np.asarray(rows["end_position"])[idx], dtype=torch.long)}
+    for key in ("teacher_start", "teacher_end"):
+        if key in rows:
+            out[key] = torch.zeros(ids.shape, dtype=torch.float32)
+            for j, i in enumerate(idx):
+                x = np.asarray(rows[key][i], dtype=np.float32)
+                out[key][j, :len(x)] = torch.from_numpy(x)
+    return out
+
+
+def batch_rows(batch: Batch) -> int:
+    """Rows in a collated batch (of any task)."""
+    return len(batch["input_ids"])
+
+
 def bucketed_batches(windows: Iterator[dict[str, Any]], micro_batch: int, seed: int,
                      pad_id: int, bucket: bool = True) -> Iterator[Batch]:
     """Yield micro-batches from numpy windows (dicts of columns), bucketed by length."""
@@ -54,7 +82,7 @@ def bucketed_batches(windows: Iterator[dict[str, Any]], micro_batch: int, seed: 
     for window in windows:
         if carry:  # rows left over from the previous window join this one
             window = {k: list(carry[k]) + list(window[k]) for k in window}
-        n = len(window["label"])
+        n = len(window["input_ids"])
         order = np.arange(n)
         if bucket:
             lengths = np.fromiter((len(x) for x in window["input_ids"]), dtype=np.int64, count=n)
@@ -99,6 +127,24 @@ def tokenized_dataset(table, tokenizer_dir: str, max_length: int, name: str):
     ds = ray.data.from_arrow(tokens)
     ds.set_name(name)
     ds.context.enable_progress_bars = False  # read inside training: the loop logs its own progress
+    return ds
+
+
+def qa_windows_dataset(split: Any, tokenizer_dir: str, max_length: int, doc_stride: int, name: str,
+                       scoring: bool = False):
+    """A Ray Dataset of a QA split's windows (`tasks.qa.windows_table`), tokenised on the driver
+    like `tokenized_dataset`; with `scoring` (dev), the offsets, contexts and gold answers that
+    in-loop SQuAD EM/F1 needs."""
+    import ray
+
+    from distillray.models import load_tokenizer
+    from distillray.tasks.qa import window_examples, windows_table
+
+    windows = window_examples(load_tokenizer(tokenizer_dir), split.examples, labels=True,
+                              max_length=max_length, doc_stride=doc_stride)
+    ds = ray.data.from_arrow(windows_table(windows, split.examples if scoring else None))
+    ds.set_name(name)
+    ds.context.enable_progress_bars = False
     return ds
 
 

@@ -69,6 +69,49 @@ class TeacherLogits:
         return table
 
 
+class QATeacherLogits:
+    """Ray Data actor: run the QA teacher over a block of windows (tokenised on the driver) and
+    keep each window's start and end logits at its real tokens."""
+
+    def __init__(self, model_dir: str, batch_size: int, logits_dtype: str, use_gpu: bool, threads: int,
+                 run_name: str = "") -> None:
+        import torch
+
+        from distillray.inference import pick_device
+        from distillray.tasks.qa import load_qa_model
+
+        if not use_gpu:
+            torch.set_num_threads(max(1, threads))
+        self.device = pick_device(use_gpu)
+        self.model = load_qa_model(model_dir).to(self.device).eval()
+        self.batch_size, self.logits_dtype, self.run_name = batch_size, logits_dtype, run_name
+
+    def __call__(self, batch: pa.Table) -> pa.Table:
+        import torch
+
+        from distillray.inference import pad
+
+        t0 = time.time()
+        seqs = batch.column("input_ids").to_pylist()
+        types = batch.column("token_type_ids").to_pylist()
+        order = np.argsort([len(x) for x in seqs], kind="stable")
+        starts: list[np.ndarray] = [np.empty(0)] * len(seqs)
+        ends: list[np.ndarray] = [np.empty(0)] * len(seqs)
+        with torch.inference_mode():
+            for lo in range(0, len(seqs), self.batch_size):
+                idx = order[lo:lo + self.batch_size]
+                ids, mask = pad([seqs[i] for i in idx], 0)
+                tt = pad([types[i] for i in idx], 0)[0]
+                out = self.model(input_ids=ids.to(self.device), attention_mask=mask.to(self.device),
+                                 token_type_ids=tt.to(self.device))
+                s, e = out.start_logits.float().cpu().numpy(), out.end_logits.float().cpu().numpy()
+                for j, i in enumerate(idx):
+                    starts[i], ends[i] = s[j, :len(seqs[i])], e[j, :len(seqs[i])]
+        table = shards.make_qa_table(batch, starts, ends, self.logits_dtype)
+        record_precompute(table.num_rows, time.time() - t0, self.run_name)
+        return table
+
+
 class ShardDatasink(Datasink):
     """Writes each block as one content-addressed shard (see `shards.write_shard`)."""
 
@@ -222,4 +265,89 @@ def run_precompute(cfg: Config, train: TextDataset, teacher_dir: str) -> Precomp
         )
     manifest = shards.write_manifest(out_dir, {**meta, "sources": augment.source_counts(final.done_ids)},
                                      final.valid)
+    return PrecomputeResult(out_dir, manifest, pending, time.time() - t0, reused=False)
+
+
+def qa_shard_meta(cfg: Config, train: Any, teacher_dir: str, windows: int) -> dict[str, Any]:
+    """`shard_meta` of extractive QA: the window layout (max_length, doc_stride) and the logit
+    layout (a start and an end logit per real token) instead of a label set."""
+    from distillray.models import content_hash, model_config, tokenizer_hash
+
+    mcfg = model_config(teacher_dir)
+    return {
+        "teacher": {"path": str(teacher_dir), "content_hash": content_hash(teacher_dir),
+                    "num_labels": 2, "hidden_size": mcfg.hidden_size},
+        "tokenizer_hash": tokenizer_hash(teacher_dir),
+        "task": "qa",
+        "logit_layout": shards.QA_LAYOUT,
+        "max_length": cfg.data.max_length,
+        "doc_stride": cfg.data.doc_stride,
+        "logits_dtype": cfg.precompute.logits_dtype,
+        "store_hidden": False,
+        "dataset": {"source": train.source, "fingerprint": train.fingerprint(), "rows": len(train),
+                    "windows": windows, "label_names": None, "raw_labels": None},
+    }
+
+
+def run_qa_precompute(cfg: Config, train: Any, teacher_dir: str) -> PrecomputeResult:
+    """`run_precompute` for extractive QA (`train`: a `tasks.qa.QADataset`): the questions are
+    cut into windows on the driver, the teacher's start/end logits of each window go into the
+    same content-addressed shards, resumable and cached by their inputs. The manifest adds
+    `bytes_per_window` (shard bytes on disk) and `logit_bytes_per_window` (the logits alone)."""
+    from distillray.models import load_tokenizer
+    from distillray.tasks.qa import window_examples, windows_table
+
+    t0 = time.time()
+    tok = load_tokenizer(teacher_dir)
+    windows = window_examples(tok, train.examples, labels=True, max_length=cfg.data.max_length,
+                              doc_stride=cfg.data.doc_stride)
+    table = windows_table(windows)
+    meta = qa_shard_meta(cfg, train, teacher_dir, table.num_rows)
+    out_dir = shard_dir_for(cfg, meta)
+    storage.makedirs(out_dir)
+    meta_path = storage.join(out_dir, shards.META)
+    old_meta = shards.read_json(meta_path)
+    if old_meta is not None and key_inputs(old_meta) != key_inputs(meta):
+        raise ShardError(f"{out_dir}: holds shards for other inputs than this run's (its {shards.META} "
+                         "differs); fix: delete the dir, or set precompute.cache_dir elsewhere")
+    if old_meta is None:
+        shards.write_json(meta_path, meta)
+    old_manifest = shards.read_json(storage.join(out_dir, shards.MANIFEST))
+    expected = {s["file"]: s["sha256"] for s in old_manifest["shards"]} if old_manifest else None
+    found = shards.scan(out_dir, expected)
+    use_gpu = cfg.workers.use_gpu if cfg.precompute.use_gpu is None else cfg.precompute.use_gpu
+    n_actors = _num_actors(cfg, use_gpu)
+    blocks = _pending_blocks(table, found.done_ids, cfg.precompute.shard_rows, n_actors)
+    if old_manifest and not blocks and not found.removed:
+        logger.info("precompute: %s is up to date (%d windows, %d shards, checksums verified): nothing to do",
+                    out_dir, old_manifest["rows"], len(old_manifest["shards"]))
+        return PrecomputeResult(out_dir, old_manifest, 0, time.time() - t0, reused=True)
+    pending = sum(b.num_rows for b in blocks)
+    if blocks:
+        n_actors = min(n_actors, len(blocks))
+        logger.info("precompute: %d windows of %d questions -> %s with %d %s actor(s)", pending, len(train),
+                    out_dir, n_actors, "GPU" if use_gpu else "CPU")
+        ds = ray.data.from_arrow(blocks).map_batches(
+            QATeacherLogits,
+            fn_constructor_kwargs=dict(model_dir=str(teacher_dir), batch_size=cfg.precompute.batch_size,
+                                       logits_dtype=cfg.precompute.logits_dtype, use_gpu=use_gpu,
+                                       threads=int(max(1, cfg.precompute.cpus_per_actor)), run_name=cfg.run_name),
+            batch_size=None, batch_format="pyarrow", compute=ray.data.ActorPoolStrategy(size=n_actors),
+            num_cpus=0 if use_gpu else cfg.precompute.cpus_per_actor, num_gpus=1 if use_gpu else 0)
+        ds.set_name(f"precompute-qa-logits:{cfg.run_name}")
+        ds.write_datasink(ShardDatasink(out_dir))
+    final = shards.scan(out_dir)
+    if not np.array_equal(np.sort(final.done_ids), np.arange(table.num_rows)):
+        raise ShardError(f"{out_dir}: after precompute the shards hold {len(final.done_ids)} windows but the "
+                         f"questions make {table.num_rows}; fix: run again (only the missing windows are recomputed)")
+    real_tokens = int(pc.sum(pc.list_value_length(table.column("input_ids"))).as_py())
+    itemsize = 2 if cfg.precompute.logits_dtype == "float16" else 4
+    size = storage.size_of([storage.join(out_dir, s["file"]) for s in final.valid])
+    extra = {"bytes_per_window": round(size / max(1, table.num_rows), 1),
+             "logit_bytes_per_window": round(2 * itemsize * real_tokens / max(1, table.num_rows), 1),
+             "tokens_per_window": round(real_tokens / max(1, table.num_rows), 1)}
+    manifest = shards.write_manifest(out_dir, {**meta, **extra}, final.valid)
+    logger.info("precompute: %d windows, %.0f bytes per window on disk (%.0f of them %s logits)",
+                table.num_rows, extra["bytes_per_window"], extra["logit_bytes_per_window"],
+                cfg.precompute.logits_dtype)
     return PrecomputeResult(out_dir, manifest, pending, time.time() - t0, reused=False)

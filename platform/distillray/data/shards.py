@@ -9,6 +9,11 @@ A shard dir holds everything a student needs to learn from a teacher without run
     teacher_logits  fixed_size_list<f32|f16> raw logits at T = 1 (any T is applied later)
     teacher_hidden  fixed_size_list<f32|f16> optional: final-layer [CLS] hidden state
 
+Extractive QA shards (manifest `task: qa`, `logit_layout: qa_start_end`) hold one row per window
+instead: id (window), example_id (its question), input_ids, token_type_ids, start_position /
+end_position (gold token, 0 = [CLS]) and teacher_start / teacher_end (list<f32|f16>, one logit
+per real token).
+
 Shard files are content-addressed (`shard-<sha256 prefix>.parquet`) and moved into place only
 when complete, so a file's name is its checksum: a truncated or bit-flipped shard is detected
 and recomputed. The dir's name is a key over every input (teacher weights, tokenizer,
@@ -80,6 +85,23 @@ def make_table(ids: np.ndarray, input_ids: list[list[int]], labels: np.ndarray,
         cols["teacher_hidden"] = pa.FixedSizeListArray.from_arrays(
             pa.array(hidden.astype(np_dtype).ravel()), hidden.shape[1])
     return pa.Table.from_pydict(cols, schema=schema)
+
+
+QA_LAYOUT = "qa_start_end"  # manifest logit_layout of QA shards: a start and an end logit per real token
+QA_COLUMNS = ("id", "example_id", "input_ids", "token_type_ids", "start_position", "end_position")
+
+
+def make_qa_table(windows: pa.Table, starts: list[np.ndarray], ends: list[np.ndarray],
+                  logits_dtype: str) -> pa.Table:
+    """One QA shard table: the window columns (`tasks.qa.windows_table`: id, example_id,
+    input_ids, token_type_ids, start_position, end_position) and the teacher's start and end
+    logits, one per real token of each window (padding positions are not stored)."""
+    ftype = pa.float16() if logits_dtype == "float16" else pa.float32()
+    np_dtype = np.float16 if logits_dtype == "float16" else np.float32
+    cols = {k: windows.column(k) for k in QA_COLUMNS}
+    cols["teacher_start"] = pa.array([x.astype(np_dtype) for x in starts], pa.list_(ftype))
+    cols["teacher_end"] = pa.array([x.astype(np_dtype) for x in ends], pa.list_(ftype))
+    return pa.table(cols)
 
 
 def shard_key(inputs: dict[str, Any]) -> str:
@@ -210,9 +232,11 @@ def shard_paths(shard_dir: str, manifest: dict[str, Any]) -> list[str]:
 
 def check_compatible(manifest: dict[str, Any], shard_dir: str, *, teacher_hash: str | None,
                      tokenizer_hash: str | None, max_length: int | None,
-                     label_names: list[str] | None, task: str | None = None) -> None:
-    """Refuse shards computed for another task, or from another teacher, tokenizer, max_length or
-    label set. (Manifests written before tasks existed hold single-text shards.)"""
+                     label_names: list[str] | None, task: str | None = None,
+                     doc_stride: int | None = None) -> None:
+    """Refuse shards computed for another task, or from another teacher, tokenizer, max_length,
+    label set or (QA) window stride. (Manifests written before tasks existed hold single-text
+    shards.)"""
     checks = [
         ("task", task, manifest.get("task", "single"),
          f"set data.task={manifest.get('task', 'single')}, or run precompute with this config "
@@ -225,6 +249,9 @@ def check_compatible(manifest: dict[str, Any], shard_dir: str, *, teacher_hash: 
          f"set data.max_length={manifest['max_length']}, or run precompute again"),
         ("labels", label_names, manifest["dataset"]["label_names"],
          "use the dataset the shards were made from, or run precompute again"),
+        ("doc_stride", doc_stride, manifest.get("doc_stride"),
+         f"set data.doc_stride={manifest.get('doc_stride')}, or run precompute again (windows "
+         "of another stride are other rows)"),
     ]
     for what, want, have, fix in checks:
         if want is not None and want != have:

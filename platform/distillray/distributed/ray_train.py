@@ -100,6 +100,11 @@ def dev_rows() -> dict[str, list] | None:
         return None
     rows: dict[str, list] = {"input_ids": [], "label": []}
     for b in it.iter_batches(batch_size=4096, batch_format="numpy"):
+        if "start_position" in b:  # QA windows: every column (offsets, contexts, answers score them)
+            rows.pop("label", None)
+            for k, v in b.items():
+                rows.setdefault(k, []).extend(v.tolist() if v.dtype != object else list(v))
+            continue
         rows["input_ids"].extend(b["input_ids"])
         rows["label"].extend(b["label"].tolist())
         if "token_type_ids" in b:  # sentence pairs

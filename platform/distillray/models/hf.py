@@ -16,6 +16,7 @@ from pathlib import Path
 import torch
 from transformers import (
     AutoConfig,
+    AutoModelForQuestionAnswering,
     AutoModelForSequenceClassification,
     AutoTokenizer,
     PretrainedConfig,
@@ -185,6 +186,8 @@ def save_model_dir(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, o
 def export_model(model_init: str | Path, state_dict: dict[str, torch.Tensor], export_dir: str) -> str:
     """Write a plain Hugging Face model dir (safetensors, config, tokenizer) to local or remote
     storage: `model_init`'s architecture and tokenizer with the trained `state_dict`."""
-    model = AutoModelForSequenceClassification.from_config(model_config(model_init))
+    config = model_config(model_init)
+    qa = any(a.endswith("ForQuestionAnswering") for a in (getattr(config, "architectures", None) or []))
+    model = (AutoModelForQuestionAnswering if qa else AutoModelForSequenceClassification).from_config(config)
     model.load_state_dict(state_dict, strict=True)
     return save_model_dir(model, load_tokenizer(model_init), export_dir)

@@ -238,3 +238,99 @@ def build_qa_student(teacher: PreTrainedModel, layers: list[int] | None = None) 
     """A DistilBERT-style QA student: the teacher's embeddings, chosen layers (every other one by
     default) and span head, as `models.build_student` builds classifiers."""
     return build_student(teacher, layers, auto_class=AutoModelForQuestionAnswering)
+
+
+# ---------------------------------------------------------------------------------------------
+# The pipeline's view of QA data: a split of questions, and its windows as Arrow rows
+
+
+@dataclass
+class QADataset:
+    """One SQuAD split as the pipeline carries it (the counterpart of `data.text.TextDataset`)."""
+
+    examples: list[QAExample]
+    source: str
+    skipped_empty: int = 0
+
+    def __len__(self) -> int:
+        return len(self.examples)
+
+    def fingerprint(self) -> str:
+        """sha256 over every question, context and gold answer: the split's identity in shard keys."""
+        import hashlib
+
+        h = hashlib.sha256()
+        for ex in self.examples:
+            h.update(json.dumps([ex.id, ex.question, ex.context, ex.answers, ex.answer_starts]).encode() + b"\n")
+        return h.hexdigest()
+
+    def gold(self) -> list[tuple[str, tuple[str, ...]]]:
+        """(question id, gold answers) per question, for `squad_metric.squad_scores`."""
+        return [(ex.id, ex.answers) for ex in self.examples]
+
+
+def load_qa_split(source: str, max_rows: int | None = None) -> QADataset:
+    """The first `max_rows` questions of a SQuAD v1.1 JSON file."""
+    return QADataset(read_squad(source, max_examples=max_rows), str(source))
+
+
+def question_tokens(tokenizer: PreTrainedTokenizerBase, splits: Sequence[QADataset],
+                    max_question_tokens: int = 64) -> int:
+    """The longest question's token count over `splits`, after the `max_question_tokens` cut:
+    what a window must leave room for beside its context (`check_window_sizes`)."""
+    questions = [ex.question for ds in splits for ex in ds.examples]
+    return _cut_questions(tokenizer, questions, max_question_tokens)[1] if questions else 0
+
+
+def windows_table(windows: QAWindows, examples: Sequence[QAExample] | None = None):
+    """One Arrow row per window, real tokens only (no padding): id (window), example_id (its
+    question's index), input_ids, token_type_ids, start_position / end_position (gold, 0 = [CLS]).
+    With `examples` (dev: what in-loop SQuAD scoring needs), also each token's character
+    offsets in the context (offset_start / offset_end, -1 outside it), the context and the
+    gold answers."""
+    import pyarrow as pa
+
+    if windows.token_type_ids is None:
+        raise ModelError("QA windows need token_type_ids (question 0, context 1) to find the context "
+                         "in a shard row; fix: use a BERT-family tokenizer that returns them")
+    lengths = windows.attention_mask.sum(axis=1)
+    cut = lambda a: [row[:n].tolist() for row, n in zip(a, lengths)]  # noqa: E731
+    cols = {
+        "id": pa.array(np.arange(len(windows)), pa.int64()),
+        "example_id": pa.array(windows.example_index, pa.int64()),
+        "input_ids": pa.array(cut(windows.input_ids), pa.list_(pa.int32())),
+        "token_type_ids": pa.array(cut(windows.token_type_ids), pa.list_(pa.int8())),
+        "start_position": pa.array(windows.start_positions, pa.int64()),
+        "end_position": pa.array(windows.end_positions, pa.int64()),
+    }
+    if examples is not None:
+        cols["offset_start"] = pa.array(cut(windows.offsets[..., 0]), pa.list_(pa.int32()))
+        cols["offset_end"] = pa.array(cut(windows.offsets[..., 1]), pa.list_(pa.int32()))
+        cols["context"] = pa.array([examples[i].context for i in windows.example_index], pa.string())
+        cols["answers"] = pa.array([list(examples[i].answers) for i in windows.example_index],
+                                   pa.list_(pa.string()))
+    return pa.table(cols)
+
+
+def answer_mask_from_types(token_type_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+    """(batch, seq) bool: [CLS] and the context tokens of padded window rows, rebuilt from the
+    segment ids (the context and its closing [SEP] are segment 1; the [SEP] is the last real
+    token). The mask `losses.qa_distill_loss` takes."""
+    lengths = attention_mask.sum(dim=1, keepdim=True)  # (batch, 1)
+    pos = torch.arange(token_type_ids.shape[1], device=token_type_ids.device)[None, :]
+    mask = (token_type_ids == 1) & (pos < lengths - 1)
+    mask[:, CLS_INDEX] = True
+    return mask
+
+
+def rows_to_windows(rows: dict, index: Sequence[int], width: int) -> QAWindows:
+    """The QAWindows (offsets and example index, what `decode_windows` reads) of dev rows
+    `index` from a `windows_table` with `examples`, padded to `width`."""
+    n = len(index)
+    offsets = np.full((n, width, 2), -1, dtype=np.int64)
+    for j, i in enumerate(index):
+        s, e = np.asarray(rows["offset_start"][i]), np.asarray(rows["offset_end"][i])
+        offsets[j, :len(s), 0], offsets[j, :len(e), 1] = s, e
+    zeros = np.zeros((n, width), dtype=np.int64)
+    return QAWindows(input_ids=zeros, attention_mask=zeros, token_type_ids=None, offsets=offsets,
+                     example_index=np.asarray([rows["example_id"][i] for i in index], dtype=np.int64))

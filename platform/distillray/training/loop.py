@@ -23,8 +23,8 @@ import numpy as np
 import torch
 
 from distillray.config import Config, ScheduleConfig, WorkersConfig
-from distillray.data.batches import bucketed_batches, collate, to_device
-from distillray.losses import LossWeights, distill_loss
+from distillray.data.batches import batch_rows, bucketed_batches, collate, to_device
+from distillray.losses import LossWeights, distill_loss, qa_distill_loss
 from distillray.metrics import record_train
 from distillray.tasks.classification import POSITIVE, f1_from_counts
 
@@ -104,10 +104,15 @@ def param_groups(model: torch.nn.Module, weight_decay: float) -> list[dict[str, 
             {"params": no_decay, "weight_decay": 0.0}]
 
 
-def setup_model(model_init: str, freeze_embeddings: bool = False) -> torch.nn.Module:
+def setup_model(model_init: str, freeze_embeddings: bool = False, task: str = "single") -> torch.nn.Module:
     from distillray.models import freeze_word_embeddings, load_classifier
 
-    model = load_classifier(model_init)
+    if task == "qa":
+        from distillray.tasks.qa import load_qa_model
+
+        model = load_qa_model(model_init)
+    else:
+        model = load_classifier(model_init)
     if freeze_embeddings:
         freeze_word_embeddings(model)
     model.train()
@@ -115,7 +120,17 @@ def setup_model(model_init: str, freeze_embeddings: bool = False) -> torch.nn.Mo
 
 
 def train_step(engine, batch: dict[str, torch.Tensor], w: LossWeights) -> dict[str, torch.Tensor]:
-    """Forward, loss, backward and (on accumulation boundaries) an optimizer step."""
+    """Forward, loss, backward and (on accumulation boundaries) an optimizer step. The batch says
+    the task: QA windows carry gold start/end positions, classification rows labels."""
+    if "start_positions" in batch:
+        out = engine(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
+                     token_type_ids=batch["token_type_ids"])
+        loss, terms = qa_distill_loss(out.start_logits, out.end_logits, batch["start_positions"],
+                                      batch["end_positions"], w, teacher_start=batch.get("teacher_start"),
+                                      teacher_end=batch.get("teacher_end"), mask=batch["answer_mask"])
+        engine.backward(loss)
+        engine.step()
+        return {"loss": loss.detach(), **terms}
     out = engine(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
                  token_type_ids=batch.get("token_type_ids"), output_hidden_states=w.alpha_cos > 0)
     loss, terms = distill_loss(
@@ -131,12 +146,15 @@ def train_step(engine, batch: dict[str, torch.Tensor], w: LossWeights) -> dict[s
 
 @torch.inference_mode()
 def evaluate(engine, dev_rows: dict[str, Any] | None, micro: int, pad_id: int, rank: int, world: int,
-             device: torch.device, f1: bool = False) -> dict[str, float]:
+             device: torch.device, f1: bool = False,
+             qa_decoding: dict[str, int] | None = None) -> dict[str, float]:
     """Dev accuracy and CE loss (and, with `f1`, the positive class's F1). Batches are split
     round-robin over ranks; every rank runs the same number of forward passes (ZeRO-3 gathers
     weights collectively), then counts are summed."""
     if dev_rows is None:
         return {}
+    if "start_position" in dev_rows:
+        return evaluate_qa(engine, dev_rows, micro, pad_id, device, qa_decoding)
     import torch.distributed as dist
 
     n = len(dev_rows["label"])
@@ -170,6 +188,49 @@ def evaluate(engine, dev_rows: dict[str, Any] | None, micro: int, pad_id: int, r
     return out
 
 
+@torch.inference_mode()
+def evaluate_qa(engine, dev_rows: dict[str, Any], micro: int, pad_id: int, device: torch.device,
+                decoding: dict[str, int] | None = None) -> dict[str, float]:
+    """Dev SQuAD v1.1 EM and F1 (fractions) over every window of every question, and the CE on
+    the gold start/end. Every rank runs every window (the same forward passes, as ZeRO-3 needs),
+    so all ranks hold the same scores without a gather."""
+    from distillray.tasks.qa import rows_to_windows
+    from distillray.tasks.qa_decode import decode_windows
+    from distillray.tasks.squad_metric import squad_scores
+
+    n = len(dev_rows["input_ids"])
+    width = max(len(x) for x in dev_rows["input_ids"])
+    starts = np.full((n, width), -np.inf, dtype=np.float32)
+    ends = np.full((n, width), -np.inf, dtype=np.float32)
+    loss_sum = 0.0
+    was_training = engine.module.training
+    engine.module.eval()
+    order = np.argsort([len(x) for x in dev_rows["input_ids"]], kind="stable")
+    for lo in range(0, n, micro):
+        idx = order[lo:lo + micro]
+        batch = to_device(collate(dev_rows, idx, pad_id), device)
+        out = engine(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
+                     token_type_ids=batch["token_type_ids"])
+        loss, _ = qa_distill_loss(out.start_logits, out.end_logits, batch["start_positions"],
+                                  batch["end_positions"], LossWeights.hard_labels(), mask=batch["answer_mask"])
+        loss_sum += float(loss) * len(idx)
+        seq = out.start_logits.shape[1]
+        starts[idx, :seq] = out.start_logits.float().cpu().numpy()
+        ends[idx, :seq] = out.end_logits.float().cpu().numpy()
+    if was_training:
+        engine.module.train()
+    windows = rows_to_windows(dev_rows, range(n), width)
+    n_examples = int(max(dev_rows["example_id"])) + 1
+    contexts, gold = [""] * n_examples, [("", ())] * n_examples
+    for i in range(n):
+        ex = int(dev_rows["example_id"][i])
+        contexts[ex], gold[ex] = dev_rows["context"][i], (str(ex), tuple(dev_rows["answers"][i]))
+    answers = decode_windows(starts, ends, windows, contexts, **(decoding or {}))
+    scores = squad_scores({str(i): a["answer"] for i, a in enumerate(answers)}, gold)
+    return {"dev_exact_match": scores["exact_match"] / 100, "dev_f1": scores["f1"] / 100,
+            "dev_loss": loss_sum / max(1, n)}
+
+
 def _windows(it, micro: int, window_batches: int, shuffle_buffer: int, seed: int) -> Iterator[dict]:
     return it.iter_batches(batch_size=micro * max(1, window_batches), batch_format="numpy",
                            local_shuffle_buffer_size=shuffle_buffer or None,
@@ -190,7 +251,7 @@ def train_loop_per_worker(spec_dict: dict[str, Any]) -> dict[str, Any] | None:
     torch.manual_seed(run.seed)
     log = ray_train.rank0_logger(wc.rank)
 
-    model = setup_model(spec.model_init, spec.freeze_embeddings)
+    model = setup_model(spec.model_init, spec.freeze_embeddings, cfg.data.task)
     if spec.freeze_embeddings:
         log.info("%s: train.freeze_embeddings: %d parameters stay as loaded", spec.stage,
                  sum(p.numel() for p in model.parameters() if not p.requires_grad))
@@ -215,6 +276,7 @@ def train_loop_per_worker(spec_dict: dict[str, Any]) -> dict[str, Any] | None:
     train_it = ray_train.train_iterator()
     eval_every = run.eval_every or per_epoch
     want_f1 = cfg.data.metric == "f1"  # the headline metric: Tune and the report read dev_f1
+    qa_decoding = {"n_best": cfg.data.n_best, "max_answer_length": cfg.data.max_answer_length}
     window_t0, window_rows, window_step = time.time(), 0, state.step
 
     def report(metrics: dict[str, Any], with_checkpoint: bool, to_ray: bool) -> None:
@@ -248,7 +310,7 @@ def train_loop_per_worker(spec_dict: dict[str, Any]) -> dict[str, Any] | None:
                 break
             out = train_step(engine, to_device(batch, wc.device), w)
             state.micro_in_epoch = k + 1
-            window_rows += len(batch["labels"]) * wc.world
+            window_rows += batch_rows(batch) * wc.world
             if (k + 1) % optim.grad_accum:
                 continue  # not an optimizer step yet
             state.step += 1
@@ -268,14 +330,15 @@ def train_loop_per_worker(spec_dict: dict[str, Any]) -> dict[str, Any] | None:
                                step_time_s=dt / max(1, state.step - window_step))
                 window_t0, window_rows, window_step = time.time(), 0, state.step
             if do_eval:
-                metrics.update(evaluate(engine, dev_rows, micro, pad_id, wc.rank, wc.world, wc.device, want_f1))
+                metrics.update(evaluate(engine, dev_rows, micro, pad_id, wc.rank, wc.world, wc.device, want_f1,
+                                        qa_decoding))
             report(metrics, with_checkpoint=do_ckpt, to_ray=do_eval or do_ckpt)
             log.info("%s step %d/%d %s", spec.stage, state.step, n_steps,
                      " ".join(f"{name}={v:.4g}" for name, v in metrics.items() if isinstance(v, float)))
         state.epoch += 1
         state.micro_in_epoch = 0
 
-    final = evaluate(engine, dev_rows, micro, pad_id, wc.rank, wc.world, wc.device, want_f1)
+    final = evaluate(engine, dev_rows, micro, pad_id, wc.rank, wc.world, wc.device, want_f1, qa_decoding)
     weights = deepspeed_engine.full_state_dict(engine)
     export = None
     if wc.rank == 0 and spec.export_dir:

@@ -35,14 +35,21 @@ class TuneSummary:
     teacher_forwards_avoided: int
     restored: bool = False
     files: dict[str, str] = field(default_factory=dict)
+    metric: str = METRIC  # what the trials were ranked by (`space.objective`)
 
     @property
     def best_params(self) -> dict[str, Any]:
         return self.best["params"]
 
     @property
-    def best_accuracy(self) -> float:
-        return self.best["dev_accuracy"]
+    def best_score(self) -> float:
+        """The best trial's value of the ranking metric."""
+        return self.best[self.metric]
+
+    @property
+    def best_accuracy(self) -> float | None:
+        """The best trial's dev accuracy (None for tasks without one, e.g. QA)."""
+        return self.best.get(METRIC)
 
     def as_dict(self) -> dict[str, Any]:
         """For report.json: counts, the best trial, and the files written."""
@@ -52,6 +59,8 @@ class TuneSummary:
             "completed": status.count("completed"),
             "stopped_early": status.count("stopped_early"),
             "failed": status.count("failed"),
+            "metric": self.metric,
+            "best_score": self.best_score,
             "best_accuracy": self.best_accuracy,
             "best_params": self.best_params,
             "best_trial": self.best["trial"],
@@ -87,15 +96,16 @@ def root_message(e: BaseException) -> str:
     return lines[-1] if lines else type(best).__name__
 
 
-def collect_trials(grid, tune: TuneConfig) -> list[dict[str, Any]]:
-    """One dict per trial: params, best dev accuracy (and the dev loss and step it came at),
-    steps trained, evals, status (completed / stopped_early / failed / unfinished) and error."""
+def collect_trials(grid, tune: TuneConfig, metric: str = METRIC) -> list[dict[str, Any]]:
+    """One dict per trial: params, its best eval by `metric` (that value, and the dev accuracy,
+    dev loss and step of the same eval), steps trained, evals, status (completed /
+    stopped_early / failed / unfinished) and error."""
     trials = []
     for r in grid:
         df = r.metrics_dataframe
         records = df.to_dict("records") if df is not None and len(df) else []
-        evals = [m for m in records if isinstance(m.get(METRIC), (int, float)) and not math.isnan(m[METRIC])]
-        best = max(evals, key=lambda m: (m[METRIC], -m.get("dev_loss", 0.0)), default=None)
+        evals = [m for m in records if isinstance(m.get(metric), (int, float)) and not math.isnan(m[metric])]
+        best = max(evals, key=lambda m: (m[metric], -m.get("dev_loss", 0.0)), default=None)
         last = records[-1] if records else {}
         params = decode_params(tune, r.config or {})
         last = {**last, **(r.metrics or {})}
@@ -111,7 +121,8 @@ def collect_trials(grid, tune: TuneConfig) -> list[dict[str, Any]]:
             "trial": Path(r.path).name,
             "status": status,
             "params": params,
-            METRIC: float(best[METRIC]) if best else None,
+            METRIC: float(best[METRIC]) if best and isinstance(best.get(METRIC), (int, float)) else None,
+            metric: float(best[metric]) if best else None,
             "dev_loss": float(best["dev_loss"]) if best and "dev_loss" in best else None,
             "best_step": int(best["step"]) if best else None,
             "steps": int(max((m.get("step", 0) for m in records), default=0)),
@@ -122,18 +133,23 @@ def collect_trials(grid, tune: TuneConfig) -> list[dict[str, Any]]:
     return sorted(trials, key=lambda t: t["trial"])
 
 
-def pick_best(trials: list[dict[str, Any]]) -> dict[str, Any]:
-    """Highest best dev accuracy; ties go to the lower dev loss, then the trial that trained
-    longest (a finished trial over one ASHA stopped), then the earlier trial."""
-    return max(trials, key=lambda t: (t[METRIC], -(t["dev_loss"] if t["dev_loss"] is not None else math.inf),
+def pick_best(trials: list[dict[str, Any]], metric: str = METRIC) -> dict[str, Any]:
+    """Highest best `metric` (dev accuracy, or the run's headline metric); ties go to the lower
+    dev loss, then the trial that trained longest (a finished trial over one ASHA stopped), then
+    the earlier trial."""
+    return max(trials, key=lambda t: (t[metric], -(t["dev_loss"] if t["dev_loss"] is not None else math.inf),
                                       t["steps"], [-ord(c) for c in t["trial"]]))
 
 
 def write_results(out: Path, trials: list[dict[str, Any]], cfg: Config) -> dict[str, str]:
     """results.csv (one row per trial) and the plot; returns their paths."""
+    from distillray.tuning.space import objective
+
     out.mkdir(parents=True, exist_ok=True)
     keys = list(cfg.tune.space)
-    cols = ["trial", "status", *keys, METRIC, "dev_loss", "best_step", "steps", "evals", "error"]
+    metric = objective(cfg)
+    scores = [metric] if metric == METRIC or cfg.data.task == "qa" else [metric, METRIC]
+    cols = ["trial", "status", *keys, *scores, "dev_loss", "best_step", "steps", "evals", "error"]
     path = out / "results.csv"
     with path.open("w", newline="") as f:
         w = csv.DictWriter(f, fieldnames=cols)
@@ -145,7 +161,7 @@ def write_results(out: Path, trials: list[dict[str, Any]], cfg: Config) -> dict[
             w.writerow(row)
     files = {"results": str(path)}
     try:
-        files["plot"] = str(plot_trials(out, trials, keys))
+        files["plot"] = str(plot_trials(out, trials, keys, metric))
     except Exception as e:  # noqa: BLE001 - a plot must not lose the search's results
         logger.warning("tune: could not plot the trials: %s", e)
     return files
@@ -155,7 +171,8 @@ def write_best(out: Path, s: TuneSummary) -> str:
     best = {
         "trial": s.best["trial"],
         "params": s.best_params,
-        METRIC: s.best_accuracy,
+        "metric": s.metric,
+        s.metric: s.best_score,
         "dev_loss": s.best["dev_loss"],
         "step": s.best["best_step"],
         "status": s.best["status"],
@@ -168,7 +185,7 @@ def write_best(out: Path, s: TuneSummary) -> str:
     return str(path)
 
 
-def plot_trials(out: Path, trials: list[dict[str, Any]], keys: list[str]) -> Path:
+def plot_trials(out: Path, trials: list[dict[str, Any]], keys: list[str], metric: str = METRIC) -> Path:
     """Dev accuracy against each numeric searched key (temperature, alpha_kd, lr...), one panel
     each, coloured by alpha_kd when it is searched; failed trials are red crosses at 0."""
     import matplotlib
@@ -184,13 +201,13 @@ def plot_trials(out: Path, trials: list[dict[str, Any]], keys: list[str]) -> Pat
     colour_key = "distill.alpha_kd" if "distill.alpha_kd" in keys else None
     for ax, key in zip(axes[0], panels):
         for status, marker in (("completed", "o"), ("stopped_early", "s")):
-            pts = [t for t in trials if t["status"] == status and t[METRIC] is not None]
+            pts = [t for t in trials if t["status"] == status and t.get(metric) is not None]
             if not pts:
                 continue
             xs = [t["params"][key] if key != "trial" else i for i, t in enumerate(pts)]
             cs = [t["params"][colour_key] for t in pts] if colour_key else None
             colour = {"c": cs, "cmap": "viridis", "vmin": 0, "vmax": 1} if cs else {}
-            sc = ax.scatter(xs, [t[METRIC] for t in pts], marker=marker, label=status.replace("_", " "),
+            sc = ax.scatter(xs, [t[metric] for t in pts], marker=marker, label=status.replace("_", " "),
                             edgecolors="k", linewidths=0.4, **colour)
         failed = [t for t in trials if t["status"] == "failed"]
         if failed and key != "trial":
@@ -198,7 +215,8 @@ def plot_trials(out: Path, trials: list[dict[str, Any]], keys: list[str]) -> Pat
         spec_log = key == "train.lr" or (key == "distill.temperature" and _spread(trials, key) > 8)
         if spec_log:
             ax.set_xscale("log")
-        ax.set(xlabel=key, ylabel="best dev accuracy", title=f"dev accuracy vs {key.rsplit('.', 1)[-1]}")
+        shown = metric.replace("_", " ")
+        ax.set(xlabel=key, ylabel=f"best {shown}", title=f"{shown} vs {key.rsplit('.', 1)[-1]}")
         ax.legend(fontsize=7, loc="lower right")
     if colour_key and "sc" in locals():
         fig.colorbar(sc, ax=axes[0].tolist(), label="alpha_kd")

@@ -10,7 +10,7 @@ has no teacher argument.
 
     space.check_tune (before Ray) -> prepare_init_dirs (driver) -> search: Tuner.fit / restore
       trial.run_trial = pipeline.distill_student (the one train loop, on Ray Train) reporting
-              dev accuracy to Tune at every eval; ASHA stops the weak trials early
+              the dev metric (data.metric) to Tune at every eval; ASHA stops the weak trials early
     -> results: run.output_dir/tune/results.csv, best.json, accuracy_vs_params.png
 
 A trial that fails (a NaN loss from an absurd lr, say) is recorded with its error and the
@@ -32,7 +32,6 @@ from distillray.pipeline import Shards, student_init_dir
 from distillray.preflight import Task
 from distillray.tuning.results import TuneSummary, collect_trials, pick_best, write_best, write_results
 from distillray.tuning.space import (
-    METRIC,
     MODE,
     SEARCHERS,
     apply_params,
@@ -42,6 +41,7 @@ from distillray.tuning.space import (
     layer_choices,
     layers_key,
     num_samples,
+    objective,
     trial_dirname,
     trial_name,
 )
@@ -131,6 +131,7 @@ def search(task: Task, shards: Shards, init_dirs: dict[str, str]) -> TuneSummary
 
     cfg: Config = task.cfg
     check_tune(cfg)
+    metric = objective(cfg)  # the headline metric: dev_f1 with data.metric=f1 (and for QA)
     missing = [k for k in map(layers_key, layer_choices(cfg)) if k not in init_dirs]
     if missing:
         raise ValueError(f"no student init dir for student.layers={missing[0]}; build it with prepare_init_dirs")
@@ -165,7 +166,7 @@ def search(task: Task, shards: Shards, init_dirs: dict[str, str]) -> TuneSummary
             trainable,
             param_space=build_param_space(cfg.tune),
             tune_config=tune.TuneConfig(
-                metric=METRIC, mode=MODE, num_samples=n, search_alg=_searcher(cfg, conc),
+                metric=metric, mode=MODE, num_samples=n, search_alg=_searcher(cfg, conc),
                 scheduler=_scheduler(cfg, max_t),
                 max_concurrent_trials=conc if cfg.tune.search in SEARCHERS else None,
                 trial_name_creator=trial_name, trial_dirname_creator=trial_dirname, reuse_actors=False),
@@ -174,8 +175,8 @@ def search(task: Task, shards: Shards, init_dirs: dict[str, str]) -> TuneSummary
         )
     grid = tuner.fit()
     wall = time.time() - t0
-    trials = collect_trials(grid, cfg.tune)
-    ok = [t for t in trials if t["dev_accuracy"] is not None]
+    trials = collect_trials(grid, cfg.tune, metric)
+    ok = [t for t in trials if t[metric] is not None]
     files = write_results(out, trials, cfg)
     unfinished = [t for t in trials if t["status"] == "unfinished"]
     if unfinished:
@@ -183,18 +184,18 @@ def search(task: Task, shards: Shards, init_dirs: dict[str, str]) -> TuneSummary
             f"tune: the search stopped with {len(unfinished)} of {len(trials)} trials unfinished; rerun "
             f"the same command to resume it from {exp_dir}")
     if not ok:
-        first = next((t["error"] for t in trials if t["error"]), "no trial reported dev accuracy")
+        first = next((t["error"] for t in trials if t["error"]), "no trial reported a dev metric")
         raise SearchFailedError(f"tune: all {len(trials)} trials failed (first: {first}); see {files['results']}")
-    best = pick_best(ok)
+    best = pick_best(ok, metric)
     best_cfg = apply_params(cfg, best["params"])
     # Every trial's rows would have cost one teacher forward each under online distillation.
     avoided = sum(t["steps"] * cfg.train.batch_size for t in trials)
     summary = TuneSummary(trials=trials, best=best, best_config=best_cfg, experiment_dir=str(exp_dir),
                           output_dir=task.dest("tune"), wall_s=wall, search=cfg.tune.search,
                           scheduler=cfg.tune.scheduler, teacher_forwards_avoided=avoided,
-                          restored=restored, files=files)
+                          restored=restored, files=files, metric=metric)
     files["best"] = write_best(out, summary)
-    logger.info("tune: best %s dev_accuracy=%.4f (%d trials: %d completed, %d stopped early, %d failed)",
-                best["trial"], best["dev_accuracy"], len(trials), *[sum(t["status"] == s for t in trials)
+    logger.info("tune: best %s %s=%.4f (%d trials: %d completed, %d stopped early, %d failed)",
+                best["trial"], metric, best[metric], len(trials), *[sum(t["status"] == s for t in trials)
                                                                    for s in ("completed", "stopped_early", "failed")])
     return summary

@@ -22,7 +22,7 @@ from distillray.errors import ConfigError
 
 logger = logging.getLogger(__name__)
 
-METRIC = "dev_accuracy"
+METRIC = "dev_accuracy"  # the objective of a search whose headline metric is accuracy
 MODE = "max"
 DEFAULT_RANDOM_SAMPLES = 12
 SEARCHERS = {"hyperopt": "hyperopt", "optuna": "optuna"}  # search -> the package it needs
@@ -40,6 +40,12 @@ def _encoded(spec: SpaceSpec) -> bool:
     """Lists (student.layers) and nulls travel as JSON strings: every searcher (Optuna's
     categorical, for one) takes strings, and trial names stay readable."""
     return spec.values is not None and not all(_is_scalar(v) for v in spec.values)
+
+
+def objective(cfg: Config) -> str:
+    """The dev metric a search ranks trials by: the run's headline metric (data.metric), as the
+    loop reports it: dev_accuracy, or dev_f1 (positive-class F1; SQuAD F1 for data.task=qa)."""
+    return "dev_f1" if cfg.data.metric == "f1" else METRIC
 
 
 def num_samples(tune: TuneConfig) -> int:

@@ -14,16 +14,16 @@ from distillray.data.text import TextDataset
 from distillray.distributed.ray_train import FitOptions
 from distillray.pipeline import Shards, distill_student
 from distillray.tuning.results import root_message
-from distillray.tuning.space import METRIC, decode_params, layers_key, params_label, safe_name, trial_config, trial_resources
+from distillray.tuning.space import decode_params, objective, layers_key, params_label, safe_name, trial_config, trial_resources
 
 
 class TrialFailedError(RuntimeError):
     """One trial's training failed; the message is the root cause on one line."""
 
 
-def _eval_report_callback():
-    """Ray Train -> Tune bridge that forwards only the reports carrying dev accuracy (one per
-    eval: ASHA's time unit), each with the path of the latest checkpoint."""
+def _eval_report_callback(metric: str):
+    """Ray Train -> Tune bridge that forwards only the reports carrying the ranking `metric`
+    (one per eval: ASHA's time unit), each with the path of the latest checkpoint."""
     from ray.tune.integration.ray_train import CHECKPOINT_PATH_KEY, TuneReportCallback
 
     class EvalReportCallback(TuneReportCallback):
@@ -34,7 +34,7 @@ def _eval_report_callback():
         def after_report(self, run_context, metrics, checkpoint) -> None:
             if checkpoint:
                 self._checkpoint = checkpoint.path
-            if METRIC not in metrics[0]:
+            if metric not in metrics[0]:
                 return  # a log-only report: Tune's strict metric check would refuse it
             out = metrics[0].copy()
             if self._checkpoint:
@@ -73,7 +73,7 @@ def run_trial(params: dict[str, Any], inputs: TrialInputs) -> None:
     name = safe_name(f"{inputs.run_name}-trial-{ctx.get_trial_id()}-{params_label(decoded)}")
     try:
         distill_student(cfg, inputs.shards, init_dir, inputs.dev, export_dir=None,
-                        options=FitOptions(name=name, callbacks=[_eval_report_callback()],
+                        options=FitOptions(name=name, callbacks=[_eval_report_callback(objective(base))],
                                            gpus_per_worker=res.gpus_per_worker or 1.0))
     except Exception as e:  # noqa: BLE001 - recorded as this trial's error; the search goes on
         raise TrialFailedError(f"trial {params_label(decoded)} failed: {root_message(e)}") from e

@@ -1,0 +1,104 @@
+"""Extractive QA end to end on a tiny SQuAD file and a tiny random QA BERT: jobs/distill.py main
+(teacher as is -> QA precompute -> distil -> SQuAD EM/F1 evaluation -> export, 1 worker,
+DeepSpeed), shards that refuse another window stride, and the exported student answering
+through plain transformers."""
+
+from __future__ import annotations
+
+import json
+import sys
+
+import pyarrow.parquet as pq
+import pytest
+
+from conftest import REPO
+
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(600)]
+sys.path.insert(0, str(REPO / "jobs"))
+sys.path.insert(0, str(REPO / "tests" / "integration"))
+import distill  # noqa: E402
+import train_student  # noqa: E402
+from qa_data import LONG_ANSWER, LONG_CONTEXT, LONG_QUESTION, write_squad  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def run(ray_local, tmp_path_factory):
+    from tiny import make_tiny_qa_bert
+
+    tmp = tmp_path_factory.mktemp("qa")
+    train, dev = write_squad(tmp / "squad")
+    teacher = make_tiny_qa_bert(tmp / "teacher", layers=2, max_positions=128)  # a span head: used as is
+    args = ["--config", "squad", f"data.train={train}", f"data.dev={dev}", "data.max_length=64",
+            "data.doc_stride=16", f"teacher.model={teacher}", "workers.num_workers=1", "workers.cpus_per_worker=1",
+            "train.epochs=1",
+            "train.batch_size=8", "train.lr=1e-3", "checkpoint.every=0", "precompute.shard_rows=16", "precompute.num_actors=1",
+            "precompute.logits_dtype=float16", f"precompute.cache_dir={tmp / 'cache'}", "run.num_cpus=4"]
+    out = tmp / "run"
+    assert distill.main([*args, f"run.output_dir={out}"]) == 0
+    return out, args
+
+
+def test_report_speaks_squad_em_f1_with_retention(run):
+    out, _ = run
+    report = json.loads((out / "report.json").read_text())
+    assert report["metric"] == "f1" and report["dataset"]["train_rows"] == 16
+    t, s = report["teacher"], report["student"]
+    for e in (t, s, report["student_int8"]):
+        assert 0 <= e["exact_match"] <= e["f1"] <= 1 and e["rows"] == 4 and e["throughput_batch"] == 32
+    assert report["retention"] == (pytest.approx(s["f1"] / t["f1"]) if t["f1"] else None)
+    assert report["speedup"] > 0 and s["layers"] == 1 and t["layers"] == 2
+    assert "teacher_finetune" not in report["training"] and report["training"]["distill"]["steps"] == 2
+    assert "SQuAD F1" in (out / "report.md").read_text() and "| EM | F1 |" in (out / "report.md").read_text()
+    hist = [json.loads(ln) for ln in (out / "metrics" / "distill.jsonl").read_text().splitlines()]
+    assert {"dev_f1", "dev_exact_match", "dev_loss"} <= set(hist[-1])
+
+
+def test_shards_hold_start_end_logits_per_real_token(run):
+    from distillray.models import load_tokenizer
+
+    out, _ = run
+    manifest = json.loads((out / "logits" / "manifest.json").read_text())
+    assert (manifest["task"], manifest["logit_layout"], manifest["max_length"], manifest["doc_stride"]) == \
+        ("qa", "qa_start_end", 64, 16)
+    assert manifest["rows"] == manifest["dataset"]["windows"] > manifest["dataset"]["rows"] == 16
+    assert manifest["bytes_per_window"] > manifest["logit_bytes_per_window"] > 0
+    table = pq.read_table([out / "logits" / s["file"] for s in manifest["shards"]]).sort_by("id")
+    assert str(table.schema.field("teacher_start").type.value_type) == "halffloat"
+    ids, starts = table.column("input_ids").to_pylist(), table.column("teacher_start").to_pylist()
+    assert all(len(a) == len(b) for a, b in zip(ids, starts))
+    long = [i for i, e in enumerate(table.column("example_id").to_pylist()) if e == 0]
+    assert len(long) >= 3  # the long context: several windows of one question
+    first, second = long[0], long[1]
+    pos = table.column("start_position").to_pylist(), table.column("end_position").to_pylist()
+    assert pos[0][first] == pos[1][first] == 0  # the answer is not in the first window: [CLS]
+    tok = load_tokenizer(out / "teacher")
+    answer = tok.decode(ids[second][pos[0][second]:pos[1][second] + 1])
+    assert answer == LONG_ANSWER.lower()
+
+
+def test_shards_of_another_stride_are_refused(run, tmp_path, capsys):
+    out, args = run
+    argv = ["--shards", str((out / "logits").resolve()), *[a for a in args if not a.startswith("data.doc_stride")],
+            "data.doc_stride=24", f"run.output_dir={tmp_path}"]
+    assert train_student.main(argv) == 2
+    assert "shards were computed with doc_stride 16, but this run uses 24" in capsys.readouterr().err
+
+
+def test_export_answers_questions_through_plain_transformers(run):
+    from transformers import AutoModelForQuestionAnswering, AutoTokenizer, pipeline
+
+    from distillray.tasks.qa_decode import answer_questions
+
+    out, _ = run
+    d = out / "student"
+    assert json.loads((d / "config.json").read_text())["distillray_task"] == "qa"
+    model = AutoModelForQuestionAnswering.from_pretrained(d)  # no distillray needed to load it
+    tok = AutoTokenizer.from_pretrained(d)
+    assert type(model).__name__ == "BertForQuestionAnswering" and model.config.num_hidden_layers == 1
+    got = answer_questions(model, tok, [LONG_QUESTION, "Where?"], [LONG_CONTEXT, "In Oslo."], max_length=64,
+                           doc_stride=16)
+    for ans, ctx in zip(got, [LONG_CONTEXT, "In Oslo."]):
+        assert ans["answer"] and ctx[ans["start"]:ans["end"]] == ans["answer"] and 0 < ans["score"] <= 1
+    # transformers 5 removed the question-answering pipeline; answer_questions stands in for it
+    with pytest.raises(KeyError, match="question-answering has been removed"):
+        pipeline("question-answering", model=str(d), tokenizer=str(d))
