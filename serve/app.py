@@ -46,16 +46,10 @@ def check_model_dir(model: str) -> str:
 
 
 def check_onnx_backend(model: str, cfg: Config) -> None:
-    """serve.backend=onnx needs a CPU, a single-text model and its export; else a one-line error."""
-    from distillray.models import model_config
-    from distillray.tasks.classification import model_task
-
+    """serve.backend=onnx needs a CPU and the classifier's export; else a one-line error."""
     if cfg.workers.use_gpu:
         raise ConfigError("config error: serve.backend=onnx runs ONNX Runtime on CPU, but workers.use_gpu=true; "
                           "fix: set workers.use_gpu=false, or serve.backend=torch")
-    if model_task(model_config(model)) != "single":
-        raise ConfigError(f"config error: serve.backend=onnx with the sentence-pair model {model}: the ONNX "
-                          "backend serves single-text models; fix: serve it with serve.backend=torch")
     if storage.is_remote(model):  # each replica resolves the export as it downloads the dir
         return
     from distillray.models.onnx import require_onnx

@@ -11,6 +11,8 @@ import torch
 from conftest import shared_data
 from distillray.config import load_config
 from distillray.errors import ModelError
+from distillray.inference import load_for_inference
+from distillray.inference_onnx import load_onnx_for_inference
 from distillray.models import load_tokenizer
 from distillray.models.onnx import (
     PAIR_INPUTS,
@@ -78,6 +80,11 @@ def test_pair_classifier_exports_with_segments_and_matches_torch(tmp_path):
         return onnx_logits(session, seqs, 8, tok.pad_token_id, types)
 
     assert np.abs(logits(pairs[:7]) - logits([(b, a) for a, b in pairs[:7]])).max() > 1e-3
+    # the ONNX predictor (evaluation, serve.backend=onnx) reads pairs as the torch one does
+    onnx_clf, torch_clf = load_onnx_for_inference(d, threads=1), load_for_inference(d)
+    assert onnx_clf.task == torch_clf.task == "pair"
+    np.testing.assert_allclose(onnx_clf.predict_proba(pairs[:9], 4), torch_clf.predict_proba(pairs[:9], 4),
+                               atol=1e-4, rtol=0)
 
 def test_qa_model_exports_start_and_end_logits_matching_torch_on_squad_windows(tmp_path, squad_dev):
     d = make_tiny_qa_bert(tmp_path / "qa", layers=2)
