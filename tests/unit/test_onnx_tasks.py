@@ -115,3 +115,19 @@ def test_span_agreement_and_qa_export_refuses_a_classifier(tmp_path):
     assert export_kind(d) == "single"
     with pytest.raises(ModelError, match="not a question-answering model"):
         export_qa_variants(d, ["q"], ["c"])
+
+
+def test_export_job_refuses_a_model_of_another_task_in_one_line(tmp_path, capsys):
+    import sys
+
+    from conftest import REPO
+
+    sys.path.insert(0, str(REPO / "jobs"))
+    import export_onnx
+
+    d = make_tiny_bert(tmp_path / "single", layers=1)
+    capsys.readouterr()
+    assert export_onnx.main(["--model", str(d), "--config", "mrpc", "--no-int8"]) == 2
+    err = capsys.readouterr().err
+    assert "is a single-text model but data.task=pair" in err and "fix: pass the config" in err
+    assert err.startswith("error: ") and err.count("\n") == 1
