@@ -49,7 +49,7 @@ class QuestionAnswerer:
         self.info = {"model": self.model_id, "path": str(path), "labels": [], "task": "qa",
                      "params": count_params(self.model), "max_length": self.windows["max_length"],
                      "doc_stride": self.windows["doc_stride"], "max_answer_length": self.windows["max_answer_length"],
-                     "quantized": settings["quantize"], **provenance(path)}
+                     "quantized": settings["quantize"], "backend": "torch", **provenance(path)}
         # windows per forward pass: each is up to max_length tokens, so fewer than a classifier's texts
         self.chunk = settings.get("forward_chunk") or (settings["max_batch_size"] if self.device.type == "cuda" else 8)
         self.batch_size = Histogram("distillray_serve_batch_size", "texts per forward pass",
