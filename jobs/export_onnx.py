@@ -2,8 +2,7 @@
 
     python jobs/export_onnx.py --model runs/demo/student --config sst2 [--no-int8]
     python jobs/export_onnx.py --model runs/mrpc/student --config mrpc        # sentence pairs
-    python jobs/export_onnx.py --model runs/squad/student data.train=../shared/data/squad/train.json \
-        data.dev=../shared/data/squad/dev.json                               # extractive QA
+    python jobs/export_onnx.py --model runs/squad/student --config squad      # extractive QA
 
 Writes <model>/onnx/model.onnx (dynamic batch and sequence axes; inputs input_ids and
 attention_mask, plus token_type_ids for pair and QA models; output logits, or start_logits and
@@ -66,14 +65,16 @@ def main(argv: list[str] | None = None) -> int:
 
 def _export_qa(args, cfg) -> int:
     """A QA model: parity over the windows of the first --parity-rows questions of data.dev
-    (SQuAD v1.1 JSON), int8 static calibrated on --calibration-rows random ones of data.train.
-    Windows of 384 tokens (or the model's position limit) with a stride of a third of that."""
+    (SQuAD v1.1 JSON), int8 static calibrated on --calibration-rows random ones of data.train;
+    windows as Serve reads them (`tasks.qa.answering_windows`: data.* under --config squad)."""
     import random
 
+    from distillray.models import load_tokenizer
     from distillray.models.onnx import export_qa_variants
-    from distillray.tasks.qa import read_squad
+    from distillray.tasks.qa import answering_windows, read_squad
 
-    window = min(384, model_config(args.model).max_position_embeddings)
+    windows = answering_windows(cfg.data, load_tokenizer(args.model),
+                                model_config(args.model).max_position_embeddings)
     dev = read_squad(cfg.data.dev, args.parity_rows)
     calibration = None
     if not args.no_int8:
@@ -81,7 +82,8 @@ def _export_qa(args, cfg) -> int:
         picked = random.Random(cfg.data.sample_seed).sample(train, min(args.calibration_rows, len(train)))
         calibration = ([ex.question for ex in picked], [ex.context for ex in picked])
     out = export_qa_variants(args.model, [ex.question for ex in dev], [ex.context for ex in dev], calibration,
-                             max_length=window, doc_stride=window // 3)
+                             max_length=windows["max_length"], doc_stride=windows["doc_stride"],
+                             max_answer_length=windows["max_answer_length"])
     print(json.dumps(out, indent=2))
     return 0
 

@@ -153,9 +153,9 @@ def parse_answer(body: bytes, content_type: str | None, max_items: int, max_char
         raise ApiError(413, f"{len(items)} questions exceed serve.max_batch_texts={max_items}; split the request")
     out = []
     for i, item in enumerate(items):
-        where = "" if single else f"[{i}]"
+        where = "" if single else f"[{i}]."  # names the list item in each message
         if not isinstance(item, dict):
-            raise ApiError(422, f"body{where} is a {type(item).__name__}, not an object; {ANSWER_HINT}")
+            raise ApiError(422, f"body{where[:-1]} is a {type(item).__name__}, not an object; {ANSWER_HINT}")
         try:
             req = AnswerRequest.model_validate(item)
         except (ValidationError, RecursionError) as e:
@@ -165,9 +165,9 @@ def parse_answer(body: bytes, content_type: str | None, max_items: int, max_char
         for name, text, limit, key in (("question", req.question, max_chars, "max_chars"),
                                        ("context", req.context, max_context_chars, "max_context_chars")):
             if not text.strip():
-                raise ApiError(422, f"{where}{'.' if where else ''}{name} is empty; send a non-empty {name}")
+                raise ApiError(422, f"{where}{name} is empty; send a non-empty {name}")
             if len(text) > limit:
-                raise ApiError(413, f"{where}{'.' if where else ''}{name} has {len(text)} characters, over "
+                raise ApiError(413, f"{where}{name} has {len(text)} characters, over "
                                     f"serve.{key}={limit}; shorten it")
         out.append((req.question, req.context))
     return out

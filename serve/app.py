@@ -46,16 +46,10 @@ def check_model_dir(model: str) -> str:
 
 
 def check_onnx_backend(model: str, cfg: Config) -> None:
-    """serve.backend=onnx needs a CPU, a single-text model and its export; else a one-line error."""
-    from distillray.models import model_config
-    from distillray.tasks.classification import model_task
-
+    """serve.backend=onnx needs a CPU and the classifier's export; else a one-line error."""
     if cfg.workers.use_gpu:
         raise ConfigError("config error: serve.backend=onnx runs ONNX Runtime on CPU, but workers.use_gpu=true; "
                           "fix: set workers.use_gpu=false, or serve.backend=torch")
-    if model_task(model_config(model)) != "single":
-        raise ConfigError(f"config error: serve.backend=onnx with the sentence-pair model {model}: the ONNX export "
-                          "has no token_type_ids input; fix: serve it with serve.backend=torch")
     if storage.is_remote(model):  # each replica resolves the export as it downloads the dir
         return
     from distillray.models.onnx import require_onnx
@@ -67,12 +61,28 @@ def check_onnx_backend(model: str, cfg: Config) -> None:
                          "; or set serve.quantize=false to serve onnx/model.onnx")) from e
 
 
+def qa_windows(model: str, cfg: Config) -> dict[str, int] | None:
+    """A QA model's windows and decoding (`tasks.qa.answering_windows`: data.* under --config
+    squad), checked before Ray starts; None for a classifier."""
+    from distillray.models import load_tokenizer, model_config
+    from distillray.tasks.qa import answering_windows, is_qa_model
+
+    if not is_qa_model(model):
+        return None
+    if cfg.serve.backend == "onnx":
+        raise ConfigError(f"config error: serve.backend=onnx serves classifiers, and {model} is a question-"
+                          "answering model; fix: serve it with serve.backend=torch (its ONNX export, "
+                          "jobs/export_onnx.py, is for ONNX Runtime deployments)")
+    return answering_windows(cfg.data, load_tokenizer(model), model_config(model).max_position_embeddings)
+
+
 def settings_from(cfg: Config) -> dict[str, Any]:
     s: ServeConfig = cfg.serve
     model = check_model_dir(s.model)
+    qa = qa_windows(model, cfg)
     if s.backend == "onnx":
         check_onnx_backend(model, cfg)
-    return s.model_dump(mode="json") | {"model": model, "use_gpu": cfg.workers.use_gpu}
+    return s.model_dump(mode="json") | {"model": model, "use_gpu": cfg.workers.use_gpu, "qa": qa}
 
 
 def build_app(args: dict[str, str] | None = None) -> Application:
@@ -94,13 +104,12 @@ def build_app(args: dict[str, str] | None = None) -> Application:
 def bind(cfg: Config) -> Application:
     """Api (HTTP ingress: validation, retries) -> Classifier (model replicas, batching), or
     QuestionAnswerer for a model dir with a question-answering head (POST /v1/answer)."""
-    from distillray.tasks.qa import is_qa_model
     from serve.api import Api
     from serve.classifier import Classifier
     from serve.qa import QuestionAnswerer
 
     s = settings_from(cfg)
-    deployment = QuestionAnswerer if is_qa_model(s["model"]) else Classifier
+    deployment = Classifier if s["qa"] is None else QuestionAnswerer
     if s["max_ongoing_requests"] < s["max_batch_size"]:
         raise ConfigError(f"config error: serve.max_ongoing_requests={s['max_ongoing_requests']} is below "
                           f"serve.max_batch_size={s['max_batch_size']}, so batches could never fill; "

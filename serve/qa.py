@@ -3,9 +3,10 @@
 the Classifier, no HTTP here: the `Api` ingress validates `POST /v1/answer` and calls `answer`
 through a deployment handle.
 
-Each (question, context) is read in windows of `window` tokens overlapping by `stride` (a context
-longer than one window is read in several), and the best span over all its windows is decoded
-(`tasks.qa_decode.answer_questions`, after Hugging Face's `run_qa` post-processing).
+Each (question, context) is read in windows of `max_length` tokens overlapping by `doc_stride` (a
+context longer than one window is read in several), and the best span over all its windows is
+decoded (`tasks.qa_decode.answer_questions`, after Hugging Face's `run_qa` post-processing); the
+sizes come in `settings["qa"]` (`tasks.qa.answering_windows`, checked in serve/app.py).
 
 No `from __future__ import annotations` here: Serve pickles the decorated class by value.
 """
@@ -20,16 +21,6 @@ from serve.batching import split_like
 from serve.classifier import provenance
 
 logger = logging.getLogger("ray.serve")
-
-WINDOW = 384  # tokens per window (run_qa's max_seq_length), or the model's position limit if lower
-MAX_ANSWER_LENGTH = 30  # tokens (run_qa's max_answer_length)
-
-
-def window_sizes(max_positions: int) -> tuple[int, int]:
-    """(window, stride) for a model of `max_positions` positions: 384 / 128 as run_qa (stride a
-    third of the window), smaller windows for smaller models."""
-    window = min(WINDOW, max_positions)
-    return window, window // 3
 
 
 @serve.deployment(name="QuestionAnswerer", health_check_period_s=5, health_check_timeout_s=30,
@@ -53,12 +44,13 @@ class QuestionAnswerer:
             model = quantize_int8(model)
         self.model = model.to(self.device)
         self.tokenizer = load_tokenizer(path)
-        self.window, self.stride = window_sizes(model.config.max_position_embeddings)
+        self.windows = dict(settings["qa"])  # max_length, doc_stride, max_answer_length, n_best
         self.model_id = f"{storage.split(path)[1]}@{content_hash(path)[:12]}" + ("+int8" if settings["quantize"] else "")
         self.info = {"model": self.model_id, "path": str(path), "labels": [], "task": "qa",
-                     "params": count_params(self.model), "max_length": self.window, "doc_stride": self.stride,
-                     "max_answer_length": MAX_ANSWER_LENGTH, "quantized": settings["quantize"], **provenance(path)}
-        # windows per forward pass: each is up to `window` tokens, so fewer than a classifier's texts
+                     "params": count_params(self.model), "max_length": self.windows["max_length"],
+                     "doc_stride": self.windows["doc_stride"], "max_answer_length": self.windows["max_answer_length"],
+                     "quantized": settings["quantize"], "backend": "torch", **provenance(path)}
+        # windows per forward pass: each is up to max_length tokens, so fewer than a classifier's texts
         self.chunk = settings.get("forward_chunk") or (settings["max_batch_size"] if self.device.type == "cuda" else 8)
         self.batch_size = Histogram("distillray_serve_batch_size", "texts per forward pass",
                                     boundaries=[1, 2, 4, 8, 16, 32, 64, 128, 256], tag_keys=("model",))
@@ -86,5 +78,4 @@ class QuestionAnswerer:
         from distillray.tasks.qa_decode import answer_questions
 
         return answer_questions(self.model, self.tokenizer, [q for q, _ in items], [c for _, c in items],
-                                max_length=self.window, doc_stride=self.stride,
-                                max_answer_length=MAX_ANSWER_LENGTH, batch_size=self.chunk)
+                                batch_size=self.chunk, **self.windows)

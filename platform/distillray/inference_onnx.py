@@ -11,9 +11,10 @@ from typing import Any
 import numpy as np
 from transformers import PretrainedConfig, PreTrainedTokenizerBase
 
-from distillray.inference import encode, softmax
+from distillray.inference import softmax
 from distillray.models import load_tokenizer, model_config
 from distillray.models.onnx import onnx_logits, onnx_session, require_onnx
+from distillray.tasks.classification import model_task, tokenize
 
 
 @dataclass
@@ -35,14 +36,14 @@ class OnnxPredictor:
 
     @property
     def task(self) -> str:
-        """Always single: the export takes input_ids and attention_mask, no token_type_ids."""
-        return "single"
+        """single or pair (recorded in the model's config): a pair export also takes token_type_ids."""
+        return model_task(self.config)
 
-    def predict_proba(self, texts: list[str], batch_size: int = 64) -> np.ndarray:
-        """Class probabilities (rows, num_labels) for raw texts: the same tokenisation and
-        length-sorted, padded-to-the-longest batches as `Predictor.predict_proba`."""
-        seqs = encode(self.tokenizer, texts, self.max_length)
-        logits = onnx_logits(self.session, seqs, batch_size, self.tokenizer.pad_token_id or 0)
+    def predict_proba(self, texts: list, batch_size: int = 64) -> np.ndarray:
+        """Class probabilities (rows, num_labels) for raw texts, or (text, text_pair) pairs: the
+        same tokenisation and length-sorted, padded-to-the-longest batches as `Predictor.predict_proba`."""
+        seqs, types = tokenize(self.tokenizer, texts, self.max_length)
+        logits = onnx_logits(self.session, seqs, batch_size, self.tokenizer.pad_token_id or 0, types)
         return softmax(logits)
 
     def predict(self, texts: list[str], batch_size: int = 64) -> np.ndarray:

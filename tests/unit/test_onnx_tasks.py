@@ -11,6 +11,8 @@ import torch
 from conftest import shared_data
 from distillray.config import load_config
 from distillray.errors import ModelError
+from distillray.inference import load_for_inference
+from distillray.inference_onnx import load_onnx_for_inference
 from distillray.models import load_tokenizer
 from distillray.models.onnx import (
     PAIR_INPUTS,
@@ -78,6 +80,11 @@ def test_pair_classifier_exports_with_segments_and_matches_torch(tmp_path):
         return onnx_logits(session, seqs, 8, tok.pad_token_id, types)
 
     assert np.abs(logits(pairs[:7]) - logits([(b, a) for a, b in pairs[:7]])).max() > 1e-3
+    # the ONNX predictor (evaluation, serve.backend=onnx) reads pairs as the torch one does
+    onnx_clf, torch_clf = load_onnx_for_inference(d, threads=1), load_for_inference(d)
+    assert onnx_clf.task == torch_clf.task == "pair"
+    np.testing.assert_allclose(onnx_clf.predict_proba(pairs[:9], 4), torch_clf.predict_proba(pairs[:9], 4),
+                               atol=1e-4, rtol=0)
 
 def test_qa_model_exports_start_and_end_logits_matching_torch_on_squad_windows(tmp_path, squad_dev):
     d = make_tiny_qa_bert(tmp_path / "qa", layers=2)
@@ -108,3 +115,19 @@ def test_span_agreement_and_qa_export_refuses_a_classifier(tmp_path):
     assert export_kind(d) == "single"
     with pytest.raises(ModelError, match="not a question-answering model"):
         export_qa_variants(d, ["q"], ["c"])
+
+
+def test_export_job_refuses_a_model_of_another_task_in_one_line(tmp_path, capsys):
+    import sys
+
+    from conftest import REPO
+
+    sys.path.insert(0, str(REPO / "jobs"))
+    import export_onnx
+
+    d = make_tiny_bert(tmp_path / "single", layers=1)
+    capsys.readouterr()
+    assert export_onnx.main(["--model", str(d), "--config", "mrpc", "--no-int8"]) == 2
+    err = capsys.readouterr().err
+    assert "is a single-text model but data.task=pair" in err and "fix: pass the config" in err
+    assert err.startswith("error: ") and err.count("\n") == 1

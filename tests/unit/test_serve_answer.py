@@ -8,7 +8,6 @@ import json
 import pytest
 
 from serve.api import ApiError, check_endpoint, parse_answer, parse_classify
-from serve.qa import window_sizes
 
 J = "application/json"
 QC = {"question": "Who?", "context": "Ada wrote it."}
@@ -35,7 +34,7 @@ def test_one_question_or_a_list():
     ({"question": 1, "context": "x"}, J, 422, "question: Input should be a valid string"),
     ({"question": "q", "context": ["x"]}, J, 422, "context: Input should be a valid string"),
     ({**QC, "extra": 1}, J, 422, "extra: Extra inputs are not permitted"),
-    ([QC, {"question": None, "context": "x"}], J, 422, "[1]question: Input should be a valid string"),
+    ([QC, {"question": None, "context": "x"}], J, 422, "[1].question: Input should be a valid string"),
     ({"question": "", "context": "x"}, J, 422, "question is empty"),
     ({"question": "q", "context": "  \n"}, J, 422, "context is empty"),
     ([QC, {"question": "q", "context": ""}], J, 422, "[1].context is empty"),
@@ -64,6 +63,20 @@ def test_each_model_names_its_endpoint():
     assert parse_classify(b'{"text": "ok"}', J, 2, 10) == ["ok"]
 
 
-def test_window_sizes_follow_run_qa_and_fit_small_models():
-    assert window_sizes(512) == (384, 128)
-    assert window_sizes(128) == (128, 42)
+def test_qa_windows_come_from_a_qa_config_and_bad_ones_fail_before_ray(tmp_path):
+    from distillray.config import ConfigError, load_config
+    from serve.app import settings_from
+    from tiny import make_tiny_bert, make_tiny_qa_bert
+
+    qa = make_tiny_qa_bert(tmp_path / "qa", layers=1)
+    s = settings_from(load_config(None, [f"serve.model={qa}"]))  # a classification config: SQuAD's windows
+    assert s["qa"] == {"max_length": 384, "doc_stride": 128, "max_answer_length": 30, "n_best": 20}
+    s = settings_from(load_config("squad", [f"serve.model={qa}", "data.max_length=256", "data.doc_stride=64",
+                                            "data.max_answer_length=15"]))
+    assert s["qa"] == {"max_length": 256, "doc_stride": 64, "max_answer_length": 15, "n_best": 20}
+    assert settings_from(load_config(None, [f"serve.model={make_tiny_bert(tmp_path / 'clf', layers=1)}"]))["qa"] is None
+    with pytest.raises(ConfigError, match="data.doc_stride=320 must be .* below the context room") as e:
+        settings_from(load_config(None, [f"serve.model={qa}", "data.doc_stride=320"]))
+    assert "\n" not in str(e.value)
+    with pytest.raises(ConfigError, match="serve.backend=onnx serves classifiers.*fix: serve it with serve.backend=torch"):
+        settings_from(load_config(None, [f"serve.model={qa}", "serve.backend=onnx"]))

@@ -370,7 +370,7 @@ class ServeConfig(_Section):
     backend: Literal["torch", "onnx"] = "torch"
     """torch, or onnx: ONNX Runtime on CPU runs the model dir's export (onnx/model.onnx; with
     serve.quantize=true onnx/model_int8_dynamic.onnx), made by jobs/export_onnx.py. Same API;
-    single-text models only (the export has no token_type_ids input)."""
+    classifiers of single texts or of sentence pairs (a QA model is served in torch)."""
     forward_chunk: int | None = Field(default=None, ge=1)
     """Texts per forward pass within a batch, after sorting the batch by length; null: 8 on CPU
     (less padding), the whole batch on a GPU. Lower it for texts of very mixed lengths."""

@@ -22,7 +22,7 @@ import numpy as np
 import torch
 from transformers import AutoModelForQuestionAnswering, PreTrainedModel, PreTrainedTokenizerBase
 
-from distillray.config import DEFAULT_TEACHER
+from distillray.config import DEFAULT_TEACHER, DataConfig
 from distillray.errors import ConfigError, DataError, ModelError
 from distillray.models import build_student, model_config, resolve_model_dir
 from distillray.models.hf import _check_weights
@@ -334,3 +334,19 @@ def rows_to_windows(rows: dict, index: Sequence[int], width: int) -> QAWindows:
     zeros = np.zeros((n, width), dtype=np.int64)
     return QAWindows(input_ids=zeros, attention_mask=zeros, token_type_ids=None, offsets=offsets,
                      example_index=np.asarray([rows["example_id"][i] for i in index], dtype=np.int64))
+
+
+SQUAD_WINDOW = 384  # tokens per window in BERT's and DistilBERT's SQuAD setting (the squad preset)
+MAX_QUESTION_TOKENS = 64  # run_squad's max_query_length; `tokenize_windows`' default
+
+
+def answering_windows(data: DataConfig, tokenizer: PreTrainedTokenizerBase, max_positions: int) -> dict[str, int]:
+    """How a QA model reads contexts outside training (Serve, ONNX export): `answer_questions`'
+    max_length, doc_stride, max_answer_length and n_best from `data` when data.task=qa (e.g.
+    --config squad, the window it was trained with); otherwise 384-token windows with data's
+    other defaults (128 / 30 / 20). The window never exceeds the model's `max_positions`; a stride
+    that leaves no room is a one-line ConfigError."""
+    window = min(data.max_length if data.task == "qa" else SQUAD_WINDOW, max_positions)
+    check_window_sizes(tokenizer, window, data.doc_stride, MAX_QUESTION_TOKENS)
+    return {"max_length": window, "doc_stride": data.doc_stride, "max_answer_length": data.max_answer_length,
+            "n_best": data.n_best}
