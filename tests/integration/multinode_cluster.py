@@ -33,6 +33,8 @@ sys.path.insert(0, str(REPO / "platform"))
 sys.path.insert(0, str(REPO))  # serve.app
 
 TOTAL_TIMEOUT_S = 240  # for each wait below: polling the cluster's state, never a fixed sleep
+TEACHER_ACTORS = 2  # precompute.num_actors in the test's config
+SLICE_S = 0.02  # how long a paused teacher actor is let run at a time
 
 # Each worker node offers one train slot and one serve slot: workers.resources={train_slot: 1} puts
 # one train worker, serve.resources={serve_slot: 1} one model replica, on each worker node.
@@ -132,6 +134,8 @@ def main(argv: list[str]) -> int:
     from distillray import storage
 
     result_path, args = Path(argv[0]), argv[2:]
+    # finished tasks reach the state API within 0.1 s (default 1 s): the teacher-node loss reads them
+    os.environ["RAY_task_events_report_interval_ms"] = "100"
     # the head, which a worker node's loss leaves standing, alone offers the HTTP ingress' resource
     head_args = {"num_cpus": 1, "resources": {"serve_ingress": 1}, "include_dashboard": True, "dashboard_host": "127.0.0.1",
                  "dashboard_port": _free_port(), "object_store_memory": 150 << 20}
@@ -174,42 +178,58 @@ def _wait(cond, deadline: float, every: float = 0.2, alive=lambda: True):
 
 
 def _lose_a_teacher_node(cluster, workers: list, cache_dir: str, job: threading.Thread) -> dict[str, Any]:
-    """Once a teacher actor on a worker node has finished a block, remove that node mid-precompute.
+    """Remove the worker node of a teacher actor that has finished a block, before the shard dir is
+    complete, with no race against the precompute's speed.
 
-    The actors on worker nodes are paused (SIGSTOP) from the first shard file on, while the state API
-    tells which of them finished a block: the precompute cannot end while they hold blocks, and the
-    result records whether the manifest existed at the kill (the test requires it did not)."""
+    Each teacher actor is paused (SIGSTOP) as soon as it is up, so none runs unwatched. One on a
+    worker node is then let run in slices of SLICE_S (SIGCONT ... SIGSTOP), its finished blocks read
+    from Ray's state API between slices, until it has finished one: a slice is far shorter than the
+    remaining blocks take, so the node goes while blocks are still to do."""
     deadline = time.time() + TOTAL_TIMEOUT_S
     worker_ids = {w.node_id for w in workers}
+    paused: dict[str, dict[str, Any]] = {}
 
-    def teachers() -> list[dict[str, Any]]:
-        return [a for a in alive_actors(TEACHER) if a["node_id"] in worker_ids]
+    def pause_new() -> bool:
+        for a in alive_actors(TEACHER):
+            if a["actor_id"] not in paused:
+                os.kill(a["pid"], signal.SIGSTOP)
+                paused[a["actor_id"]] = a
+        return len(paused) >= TEACHER_ACTORS
 
-    acts = _wait(teachers, deadline, 0.2, job.is_alive)
-    if not acts or not _wait(lambda: shard_files(cache_dir)[0] >= 1, deadline, 0.05, job.is_alive):
-        return {"killed": None, "why": f"no teacher actor on a worker node ({acts}) or no shard written"}
-    for a in acts:
-        os.kill(a["pid"], signal.SIGSTOP)
     try:
-        # the owner (this process) reports the finished calls: they show up while the actors are paused
-        done = _wait(lambda: (d := blocks_done([a["actor_id"] for a in acts])) and any(d.values()) and d,
-                     time.time() + 30, 0.5, job.is_alive)
+        if not _wait(pause_new, deadline, 0.02, job.is_alive):
+            return {"killed": None, "why": f"{TEACHER_ACTORS} teacher actors never came up ({list(paused.values())})"}
+        on_workers = [a for a in paused.values() if a["node_id"] in worker_ids]
+        if not on_workers:
+            return {"killed": None, "why": f"no teacher actor on a worker node ({list(paused.values())})"}
+        actor = on_workers[0]
+        slices = 0
+
+        def step() -> int:
+            nonlocal slices
+            os.kill(actor["pid"], signal.SIGCONT)
+            time.sleep(SLICE_S)  # the slice the actor may run for
+            os.kill(actor["pid"], signal.SIGSTOP)
+            slices += 1
+            return blocks_done([actor["actor_id"]])[actor["actor_id"]]
+
+        done = _wait(step, deadline, 0.0, job.is_alive)
         shards_at_kill, manifest_at_kill = shard_files(cache_dir)
         if not done:
-            return {"killed": None, "why": "no teacher actor on a worker node reported a finished block"}
-        actor = max(acts, key=lambda a: done[a["actor_id"]])
+            return {"killed": None, "why": "the teacher actor let run finished no block"}
         victim = next(w for w in workers if w.node_id == actor["node_id"])
         t_kill = time.time()
         cluster.remove_node(victim, allow_graceful=False)  # SIGKILL: raylet, object store, its workers
     finally:
-        for a in acts:
+        for a in paused.values():
             try:
                 os.kill(a["pid"], signal.SIGCONT)
             except ProcessLookupError:  # it died with its node
                 pass
     workers.remove(victim)
     workers.append(cluster.add_node(**WORKER_NODE))  # training needs two train slots again
-    return {"killed": victim.node_id, "actor": actor, "teacher_actors": acts, "blocks_done": done,
+    return {"killed": victim.node_id, "actor": actor, "teacher_actors": list(paused.values()),
+            "blocks_done": {actor["actor_id"]: done}, "slices": slices,
             "shards_at_kill": shards_at_kill, "manifest_at_kill": manifest_at_kill,
             "replacement": workers[-1].node_id, "killed_at": t_kill}
 
