@@ -50,7 +50,7 @@ def test_every_key_has_a_row_and_a_description():
 def test_table_shows_types_bounds_and_defaults():
     table = {r[0]: r for r in docs.rows()}
     assert table["train.lr"][1:3] == ("float, > 0, <= 1", "5e-05")
-    assert table["data.format"][1] == "auto, tsv, csv, jsonl or parquet"
+    assert table["data.format"][1] == "auto, tsv, csv, jsonl, parquet or squad"
     assert table["teacher.finetune"][1:3] == ("bool | auto", '"auto"')
     assert table["student.layers"][1:3] == ("list[int] | null", "null")
     assert '"distill.temperature"' in table["tune.space"][2]
