@@ -50,7 +50,7 @@ def main() -> int:
                  f"data.max_length={args.max_length}", f"data.doc_stride={args.doc_stride}",
                  f"finetune.epochs={args.finetune_epochs}", f"train.epochs={args.epochs}",
                  f"finetune.batch_size={args.batch_size}", f"train.batch_size={args.batch_size}",
-                 "checkpoint.every=0", "workers.cpus_per_worker=1", f"run.output_dir={out / 'run'}",
+                 "checkpoint.every=0", f"run.output_dir={out / 'run'}",
                  f"precompute.cache_dir={out / 'cache'}"]
     if args.train_questions:
         overrides.append(f"data.max_rows={args.train_questions}")
