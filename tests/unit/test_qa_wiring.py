@@ -140,3 +140,25 @@ def test_tune_ranks_pair_trials_by_f1_not_accuracy():
               {"trial": "b", "dev_accuracy": 0.75, "dev_f1": 0.85, "dev_loss": 0.4, "steps": 4}]
     assert pick_best(trials)["trial"] == "a"  # by accuracy: the default objective
     assert pick_best(trials, "dev_f1")["trial"] == "b"
+
+
+def test_collect_trials_keeps_the_best_eval_by_the_objective(tmp_path):
+    import csv
+    from types import SimpleNamespace
+
+    import pandas as pd
+
+    from distillray.tuning.results import collect_trials, write_results
+
+    cfg = load_config("mrpc")
+    evals = [{"step": 2, "dev_accuracy": 0.80, "dev_f1": 0.60, "dev_loss": 0.5},
+             {"step": 4, "dev_accuracy": 0.70, "dev_f1": 0.75, "dev_loss": 0.6, "final": True}]
+    grid = [SimpleNamespace(metrics_dataframe=pd.DataFrame(evals), config={"distill.temperature": 2.0},
+                            metrics=evals[-1], error=None, path="/x/t0")]
+    (trial,) = collect_trials(grid, cfg.tune, "dev_f1")
+    assert (trial["dev_f1"], trial["dev_accuracy"], trial["best_step"], trial["status"]) == (0.75, 0.70, 4, "completed")
+    (by_acc,) = collect_trials(grid, cfg.tune)
+    assert (by_acc["dev_accuracy"], by_acc["best_step"]) == (0.80, 2)
+    files = write_results(tmp_path, [trial], cfg)
+    row = next(csv.DictReader(open(files["results"])))
+    assert (row["dev_f1"], row["dev_accuracy"]) == ("0.75", "0.7")
