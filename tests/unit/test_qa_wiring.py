@@ -81,8 +81,6 @@ def test_qa_shards_refuse_another_stride_and_another_task():
 
 
 def test_qa_rows_batch_and_shard_table():
-    from qa_data import write_squad  # noqa: F401 (tests/ on the path)
-
     from distillray.data.batches import collate
     from distillray.data.shards import make_qa_table
     from distillray.models import load_tokenizer
