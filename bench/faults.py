@@ -27,6 +27,10 @@ FAULTS = [  # (pytest node id, fault, what the test does, "data lost" when it pa
      "train worker node lost (3-node cluster)", "remove the worker node running a train worker (raylet, object store, "
      "workers killed) after the first registered checkpoint; add a replacement node",
      "none: resumed from the last checkpoint on the replacement, final step count = planned, report.json resumes >= 1"),
+    ("tests/integration/test_multinode.py::test_teacher_node_lost_mid_precompute_gives_the_exact_row_set",
+     "teacher actor node lost (3-node cluster)", "remove the worker node of a teacher actor once it has finished a "
+     "block, before the shard dir is complete (its actors paused from the first shard on); add a replacement node",
+     "none: Ray Data restarted the actor and redid its blocks; ids 0..511 exactly once, every sha256 matches the manifest"),
     ("tests/integration/test_precompute.py::test_killed_midway_resumes_to_the_exact_row_set",
      "precompute killed; shards corrupted", "SIGKILL the driver after 3 shards; then flip a bit in one shard and truncate another",
      "none: rerun computes only missing/damaged rows; ids exactly once; checksums match"),
@@ -37,6 +41,10 @@ FAULTS = [  # (pytest node id, fault, what the test does, "data lost" when it pa
      "none: detected by sha256 and removed or refused"),
     ("tests/integration/test_serve_faults.py::test_killed_replica_is_retried_comes_back_and_then_all_succeed",
      "Serve replica killed", "SIGKILL 1 of 2 model replicas under load (8 clients)", "none: in-flight requests resent to the live replica (0 errors); replaced; then 100/100 succeed"),
+    ("tests/integration/test_multinode.py::test_serve_replica_node_lost_under_load",
+     "Serve replica node lost (3-node cluster)", "2 model replicas, one per worker node, 2 clients through the head's "
+     "proxy (no client retries); remove one replica's node, then add a node",
+     "none: 0 failed requests; one replica served until the node came back, then 2 again"),
     ("tests/integration/test_serve_faults.py::test_hostile_requests_get_4xx_while_valid_traffic_flows",
      "hostile HTTP", "10 MB body, 200k-deep JSON, 10,000 texts, slow client, 200 dropped connections",
      "none: each 4xx or dropped; concurrent valid requests all 200"),
@@ -49,6 +57,16 @@ FAULTS = [  # (pytest node id, fault, what the test does, "data lost" when it pa
     ("tests/unit/test_security.py", "security defaults", "loopback binds, custom model code, run names escaping the output dir",
      "none"),
 ]
+
+# what "recovered" means in a row that records recover_s
+RECOVERED = {
+    "tests/integration/test_multinode.py::test_teacher_node_lost_mid_precompute_gives_the_exact_row_set":
+        "shard dir complete",
+    "tests/integration/test_multinode.py::test_train_workers_on_separate_nodes_survive_losing_one":
+        "new worker group up",
+    "tests/integration/test_multinode.py::test_serve_replica_node_lost_under_load":
+        "2 replicas serving again (node added back included)",
+}
 
 
 def main() -> int:
@@ -81,7 +99,7 @@ def main() -> int:
         if "killed_after_s" in found:
             outcome += f", killed at {float(found['killed_after_s']):.0f} s"
         if "recover_s" in found:
-            outcome += f", new worker group up {float(found['recover_s']):.0f} s later"
+            outcome += f", {RECOVERED.get(node, 'recovered')} {float(found['recover_s']):.0f} s later"
         rows.append((fault, done, outcome, lost if outcome.startswith("passed") else "see the test output"))
     print(f"\nbench/faults.py on {machine()} in {wall:.0f}s\n")
     print(table(rows, ("fault", "what was done", "outcome", "data lost")))

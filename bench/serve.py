@@ -7,8 +7,11 @@ is the median round; latency percentiles are over all requests.
 
     python bench/serve.py --student runs/bench-quality/student --teacher runs/bench-quality/teacher
     python bench/serve.py ... --high-throughput     # Serve's high-throughput mode (serve.high_throughput)
+    python bench/serve.py ... --onnx                # the student on serve.backend=torch vs onnx (fp32, int8)
 
-Targets: 0 errors; student/teacher throughput >= 1.8x; batched/unbatched >= 2x.
+Targets: 0 errors; student/teacher throughput >= 1.8x; batched/unbatched >= 2x. With --onnx the
+servers are instead the batched student on the torch backend and on ONNX Runtime, fp32 and int8
+dynamic (its ONNX export is made first when absent).
 """
 
 from __future__ import annotations
@@ -26,6 +29,10 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from common import REPO, cpu_lock, machine, save, sst2_or_exit, table  # noqa: E402
+
+# off the path once `common` is in: bench/onnx.py would stand in for the onnx package, here and in
+# Ray's workers (Ray gives them the driver's script dir when it is on the driver's path)
+sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).resolve().parent]
 
 
 def dev_sentences(path: Path) -> list[str]:
@@ -93,6 +100,8 @@ def main() -> int:
     p.add_argument("--max-batch-size", type=int, default=32)
     p.add_argument("--high-throughput", action="store_true",
                    help="Ray Serve's high-throughput mode (serve.high_throughput: HAProxy ingress, gRPC between replicas)")
+    p.add_argument("--onnx", action="store_true",
+                   help="servers: the student on serve.backend=torch, onnx, and onnx with serve.quantize=true")
     p.add_argument("--lock", default=None)
     p.add_argument("overrides", nargs="*", help="config key=value for every server (serve.batch_wait_timeout_s=0.01, ...)")
     p.add_argument("--output-dir", default=str(REPO / "runs" / "bench-serve"))
@@ -118,18 +127,28 @@ def main() -> int:
     from serve.app import bind
     from serve.local import local_serve
 
-    cases = [("a student, batched", args.student, [f"serve.max_batch_size={args.max_batch_size}"]),
-             ("b teacher, batched", args.teacher, [f"serve.max_batch_size={args.max_batch_size}"]),
+    batched = f"serve.max_batch_size={args.max_batch_size}"
+    cases = [("a student, batched", args.student, [batched]),
+             ("b teacher, batched", args.teacher, [batched]),
              ("c student, unbatched", args.student, ["serve.max_batch_size=1"]),
-             ("d int8 student, batched", args.student, [f"serve.max_batch_size={args.max_batch_size}",
-                                                         "serve.quantize=true"])]
+             ("d int8 student, batched", args.student, [batched, "serve.quantize=true"])]
+    if args.onnx:
+        from distillray.models.onnx import export_onnx, onnx_path, quantize_onnx_dynamic
+
+        if not onnx_path(args.student).is_file():
+            export_onnx(args.student)
+        if not onnx_path(args.student, "int8-dynamic").is_file():
+            quantize_onnx_dynamic(args.student)
+        cases = [cases[0], ("e student, ONNX Runtime backend", args.student, [batched, "serve.backend=onnx"]),
+                 ("f int8 student, ONNX Runtime backend", args.student,
+                  [batched, "serve.backend=onnx", "serve.quantize=true"])]
     per_round: dict[str, list[dict]] = {name: [] for name, _, _ in cases}
     with cpu_lock(args.lock):
         # all four apps at once (logical CPUs for their replicas; each model replica still runs
         # cpus_per_replica torch threads), so that the servers can take turns
         port = free_port()
         ray_cfg = load_config(None, [f"serve.high_throughput={str(args.high_throughput).lower()}",
-                                     f"run.num_cpus={4 * args.cpus_per_replica + 2}"])
+                                     f"run.num_cpus={len(cases) * args.cpus_per_replica + 2}"])
         with local_serve(ray_cfg, port, request_timeout_s=60):
             for name, model, extra in cases:
                 cfg = load_config(None, [f"serve.model={model}", f"serve.cpus_per_replica={args.cpus_per_replica}",
@@ -143,7 +162,6 @@ def main() -> int:
                     print(f"round {r + 1}/{args.rounds}", name, f"{got['req_per_s']:.1f} req/s, {got['errors']} errors",
                           flush=True)
     results = {name: summary(rounds) for name, rounds in per_round.items()}
-    a, b, c, d = (results[k[0]] for k in cases)
     rows = [(k, v["req_per_s"], v["p50_ms"], v["p95_ms"], v["p99_ms"], v["errors"]) for k, v in results.items()]
     print(f"\nbench/serve.py on {machine()}: {args.requests} requests per server in {args.rounds} alternating "
           f"rounds x concurrency {args.concurrency}, "
@@ -156,13 +174,19 @@ def main() -> int:
         each = [p / q for p, q in zip(x["req_per_s_rounds"], y["req_per_s_rounds"])]
         return f"{min(each):.2f}-{max(each):.2f}"
 
-    ratios = [("student / teacher throughput (batched)", a["req_per_s"] / b["req_per_s"], spread(a, b), ">= 1.8"),
-              ("batched / unbatched (student)", a["req_per_s"] / c["req_per_s"], spread(a, c), ">= 2"),
-              ("int8 / fp32 student throughput", d["req_per_s"] / a["req_per_s"], spread(d, a), ""),
-              ("errors (all servers)", sum(v["errors"] for v in results.values()), "", "0")]
+    if args.onnx:
+        a, e, f = (results[k[0]] for k in cases)
+        ratios = [("ONNX Runtime / torch backend, student", e["req_per_s"] / a["req_per_s"], spread(e, a), ""),
+                  ("ONNX Runtime int8 / torch backend, student", f["req_per_s"] / a["req_per_s"], spread(f, a), "")]
+    else:
+        a, b, c, d = (results[k[0]] for k in cases)
+        ratios = [("student / teacher throughput (batched)", a["req_per_s"] / b["req_per_s"], spread(a, b), ">= 1.8"),
+                  ("batched / unbatched (student)", a["req_per_s"] / c["req_per_s"], spread(a, c), ">= 2"),
+                  ("int8 / fp32 student throughput", d["req_per_s"] / a["req_per_s"], spread(d, a), "")]
+    ratios.append(("errors (all servers)", sum(v["errors"] for v in results.values()), "", "0"))
     print()
     print(table(ratios, ("ratio", "value (median rounds)", "per round", "target")))
-    save(Path(args.output_dir), "serve-high-throughput" if args.high_throughput else "serve",
+    save(Path(args.output_dir), ("serve-high-throughput" if args.high_throughput else "serve") + ("-onnx" if args.onnx else ""),
          {"results": results, "ratios": {r[0]: r[1] for r in ratios}, "args": vars(args), "machine": machine()})
     return 0
 

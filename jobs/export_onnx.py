@@ -1,12 +1,16 @@
 """Export a model dir to ONNX for ONNX Runtime (CPU, edge): fp32 plus int8 dynamic and static.
 
     python jobs/export_onnx.py --model runs/demo/student --config sst2 [--no-int8]
+    python jobs/export_onnx.py --model runs/mrpc/student --config mrpc        # sentence pairs
+    python jobs/export_onnx.py --model runs/squad/student data.train=../shared/data/squad/train.json \
+        data.dev=../shared/data/squad/dev.json                               # extractive QA
 
 Writes <model>/onnx/model.onnx (dynamic batch and sequence axes; inputs input_ids and
-attention_mask, output logits), checks on dev rows that its logits are within 1e-4 of torch's
+attention_mask, plus token_type_ids for pair and QA models; output logits, or start_logits and
+end_logits for QA), checks on dev rows (QA: every window of the dev questions) that its logits are within 1e-4 of torch's
 (exit 2 with the figure if not), then writes model_int8_dynamic.onnx and model_int8_static.onnx
 (calibrated on --calibration-rows training rows) and prints, as JSON, how often each int8 model
-predicts the fp32 class. Evaluate them with jobs/evaluate.py --onnx.
+predicts the fp32 class (QA: decodes the fp32 answer span). Evaluate them with jobs/evaluate.py --onnx.
 """
 
 from __future__ import annotations
@@ -37,11 +41,13 @@ def main(argv: list[str] | None = None) -> int:
                           "fix: e.g. --config sst2, or data.train=... data.dev=...")
     mcfg = model_config(args.model)  # a bad dir fails here, before the data is read
     from distillray.tasks.classification import model_task
+    from distillray.tasks.qa import is_qa_model
 
-    if model_task(mcfg) != "single" or cfg.data.task != "single":
-        raise ConfigError(f"config error: {args.model} is a sentence-pair model (or data.task={cfg.data.task}); the "
-                          "ONNX export has no token_type_ids input, so it covers single-text models only; fix: "
-                          "serve and evaluate pair models with torch (serve/app.py, jobs/evaluate.py)")
+    if is_qa_model(args.model):
+        return _export_qa(args, cfg)
+    if model_task(mcfg) != cfg.data.task:
+        raise ConfigError(f"config error: {args.model} is a {model_task(mcfg)}-text model but data.task="
+                          f"{cfg.data.task}; fix: pass the config it was trained with (e.g. --config mrpc)")
     names = [mcfg.id2label[i] for i in range(mcfg.num_labels)]
     labels = LabelSet(raw=[str(v) for v in cfg.data.labels] if cfg.data.labels else names, names=names)
     work = Path(cfg.run.output_dir)
@@ -49,11 +55,33 @@ def main(argv: list[str] | None = None) -> int:
     calibration = None
     if not args.no_int8:
         train, _ = load_split(resolve_source(cfg.data.train, work, "train"), cfg.data, labels)
-        calibration = subset(train, args.calibration_rows, "random", cfg.data.sample_seed).texts
+        calibration = subset(train, args.calibration_rows, "random", cfg.data.sample_seed).inputs()
 
     from distillray.models.onnx import export_variants  # onnxruntime and the exporter load slowly
 
-    out = export_variants(args.model, dev.texts, calibration, cfg.data.max_length)
+    out = export_variants(args.model, dev.inputs(), calibration, cfg.data.max_length)
+    print(json.dumps(out, indent=2))
+    return 0
+
+
+def _export_qa(args, cfg) -> int:
+    """A QA model: parity over the windows of the first --parity-rows questions of data.dev
+    (SQuAD v1.1 JSON), int8 static calibrated on --calibration-rows random ones of data.train.
+    Windows of 384 tokens (or the model's position limit) with a stride of a third of that."""
+    import random
+
+    from distillray.models.onnx import export_qa_variants
+    from distillray.tasks.qa import read_squad
+
+    window = min(384, model_config(args.model).max_position_embeddings)
+    dev = read_squad(cfg.data.dev, args.parity_rows)
+    calibration = None
+    if not args.no_int8:
+        train = read_squad(cfg.data.train)
+        picked = random.Random(cfg.data.sample_seed).sample(train, min(args.calibration_rows, len(train)))
+        calibration = ([ex.question for ex in picked], [ex.context for ex in picked])
+    out = export_qa_variants(args.model, [ex.question for ex in dev], [ex.context for ex in dev], calibration,
+                             max_length=window, doc_stride=window // 3)
     print(json.dumps(out, indent=2))
     return 0
 

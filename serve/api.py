@@ -1,4 +1,5 @@
-"""The Api deployment: the HTTP ingress (FastAPI) in front of the Classifier deployment.
+"""The Api deployment: the HTTP ingress (FastAPI) in front of the model deployment: the Classifier
+(POST /v1/classify), or the QuestionAnswerer for a QA model (POST /v1/answer).
 
 It validates every request before any model work: each failure a client can cause is answered with
 a 4xx and a JSON body `{"error": ..., "detail": ...}` saying what was wrong. Valid texts go to a
@@ -26,7 +27,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from distillray import storage
 from serve.batching import split_like
-from serve.schemas import ClassifyRequest, ClassifyResponse, ErrorBody, ModelInfo
+from serve.schemas import AnswerRequest, AnswerResponse, ClassifyRequest, ClassifyResponse, ErrorBody, ModelInfo
 
 logger = logging.getLogger("ray.serve")
 
@@ -34,7 +35,8 @@ MAX_BODY_BYTES = 4 << 20  # larger bodies get 413 before they are parsed
 _ERRORS = {code: {"model": ErrorBody} for code in (400, 404, 405, 413, 415, 422, 503)}
 
 app = FastAPI(title="distillray classifier",
-              description="Text classification by a distilled student (or any exported model dir).",
+              description="Text classification (or extractive question answering) by a distilled student "
+                          "(or any exported model dir).",
               version="1")
 
 
@@ -65,7 +67,7 @@ async def _validation_error(request: Request, exc: RequestValidationError) -> JS
 @app.exception_handler(StarletteHTTPException)
 async def _http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
     if exc.status_code == 404:
-        msg = f"no such path: {request.url.path}; the API is POST /v1/classify, GET /v1/model, GET /healthz (docs: /docs)"
+        msg = f"no such path: {request.url.path}; the API is POST /v1/classify, POST /v1/answer, GET /v1/model, GET /healthz (docs: /docs)"
     elif exc.status_code == 405:
         msg = f"method {request.method} is not allowed on {request.url.path}; allowed: {exc.headers.get('Allow', '') if exc.headers else ''}"
     else:
@@ -84,25 +86,29 @@ def jsonable_errors(errors: list[dict]) -> list[dict]:
     return [{"loc": list(e.get("loc", ())), "msg": e.get("msg", ""), "type": e.get("type", "")} for e in errors]
 
 
-def parse_classify(body: bytes, content_type: str | None, max_texts: int, max_chars: int) -> list:
-    """Raw request -> texts (or (text, text_pair) tuples), or an ApiError naming what to fix. Pure:
-    unit-testable."""
+def read_json(body: bytes, content_type: str | None, limits: str) -> Any:
+    """The JSON of a request body, or a 415/413/400 ApiError; `limits` says what a body may hold."""
     ctype = (content_type or "").split(";")[0].strip().lower()
     if ctype != "application/json":
         raise ApiError(415, f"Content-Type must be application/json (got {content_type or 'none'})")
     if len(body) > MAX_BODY_BYTES:
-        raise ApiError(413, f"body of {len(body)} bytes exceeds the {MAX_BODY_BYTES}-byte limit; "
-                            f"send at most {max_texts} texts of at most {max_chars} characters")
+        raise ApiError(413, f"body of {len(body)} bytes exceeds the {MAX_BODY_BYTES}-byte limit; send {limits}")
     try:
         text = body.decode("utf-8")
     except UnicodeDecodeError as e:
         raise ApiError(400, f"body is not valid UTF-8 (byte {e.start}); encode the JSON as UTF-8") from None
     try:
-        payload = json.loads(text)
+        return json.loads(text)
     except RecursionError:
         raise ApiError(400, "body JSON is nested too deeply") from None
     except json.JSONDecodeError as e:
         raise ApiError(400, f"body is not valid JSON: {e.msg} at line {e.lineno} column {e.colno}") from None
+
+
+def parse_classify(body: bytes, content_type: str | None, max_texts: int, max_chars: int) -> list:
+    """Raw request -> texts (or (text, text_pair) tuples), or an ApiError naming what to fix. Pure:
+    unit-testable."""
+    payload = read_json(body, content_type, f"at most {max_texts} texts of at most {max_chars} characters")
     if not isinstance(payload, dict):
         raise ApiError(422, 'body must be a JSON object: {"text": "..."} or {"texts": ["...", ...]}')
     try:
@@ -126,6 +132,57 @@ def parse_classify(body: bytes, content_type: str | None, max_texts: int, max_ch
             if len(t) > max_chars:
                 raise ApiError(413, f"{where} has {len(t)} characters, over serve.max_chars={max_chars}; shorten it")
     return texts
+
+
+ANSWER_HINT = 'send {"question": "...", "context": "..."} or a list of them'
+
+
+def parse_answer(body: bytes, content_type: str | None, max_items: int, max_chars: int,
+                 max_context_chars: int) -> list[tuple[str, str]]:
+    """Raw POST /v1/answer request -> (question, context) tuples, or an ApiError naming what to
+    fix. The body is one {"question", "context"} object or a JSON list of them. Pure: unit-testable."""
+    payload = read_json(body, content_type, f"at most {max_items} questions with contexts of at most "
+                                            f"{max_context_chars} characters")
+    single = isinstance(payload, dict)
+    if not single and not isinstance(payload, list):
+        raise ApiError(422, f"body must be a JSON object or a list of objects; {ANSWER_HINT}")
+    items = [payload] if single else payload
+    if not items:
+        raise ApiError(422, f"the list is empty; {ANSWER_HINT}")
+    if len(items) > max_items:
+        raise ApiError(413, f"{len(items)} questions exceed serve.max_batch_texts={max_items}; split the request")
+    out = []
+    for i, item in enumerate(items):
+        where = "" if single else f"[{i}]"
+        if not isinstance(item, dict):
+            raise ApiError(422, f"body{where} is a {type(item).__name__}, not an object; {ANSWER_HINT}")
+        try:
+            req = AnswerRequest.model_validate(item)
+        except (ValidationError, RecursionError) as e:
+            detail = jsonable_errors(e.errors()) if isinstance(e, ValidationError) else None
+            why = "; ".join(f"{where}{'.'.join(map(str, d['loc'])) or 'body'}: {d['msg']}" for d in detail or [])[:300]
+            raise ApiError(422, f"invalid request ({why or 'nested too deeply'}); {ANSWER_HINT}", detail) from None
+        for name, text, limit, key in (("question", req.question, max_chars, "max_chars"),
+                                       ("context", req.context, max_context_chars, "max_context_chars")):
+            if not text.strip():
+                raise ApiError(422, f"{where}{'.' if where else ''}{name} is empty; send a non-empty {name}")
+            if len(text) > limit:
+                raise ApiError(413, f"{where}{'.' if where else ''}{name} has {len(text)} characters, over "
+                                    f"serve.{key}={limit}; shorten it")
+        out.append((req.question, req.context))
+    return out
+
+
+def check_endpoint(task: str, route: str) -> None:
+    """A QA model answers on /v1/answer only, a classifier on /v1/classify only: a 422 names the
+    endpoint to use."""
+    if task == "qa" and route == "classify":
+        raise ApiError(422, 'this model answers questions: POST /v1/answer with {"question": "...", '
+                            '"context": "..."}, not /v1/classify')
+    if task != "qa" and route == "answer":
+        raise ApiError(422, f"this model classifies {'sentence pairs' if task == 'pair' else 'texts'}: POST "
+                            '/v1/classify with {"text": "..."}, not /v1/answer (a question-answering model '
+                            "serves that)")
 
 
 def check_task(items: list, task: str) -> None:
@@ -211,21 +268,23 @@ def _prediction(labels: list[str], p: list[float]) -> dict[str, Any]:
 class Api:
     def __init__(self, settings: dict[str, Any], classifier: Any) -> None:
         self.s = settings
-        self.model = classifier  # DeploymentHandle to the Classifier deployment
+        self.model = classifier  # DeploymentHandle to the Classifier (or QuestionAnswerer) deployment
         self.info: dict[str, Any] | None = None
         self.metrics = _Metrics()
         self._pending: set[asyncio.Task] = set()  # metric records waiting for the model id
         self._classify_together.set_max_batch_size(settings["max_batch_size"])
         self._classify_together.set_batch_wait_timeout_s(settings["batch_wait_timeout_s"])
+        self._answer_together.set_max_batch_size(settings["max_batch_size"])
+        self._answer_together.set_batch_wait_timeout_s(settings["batch_wait_timeout_s"])
 
     async def _call(self, method: str, *args: Any) -> Any:
-        """Call the Classifier; resend to another replica when the one that had the request died."""
+        """Call the model deployment; resend to another replica when the one that had the request died."""
         tries = self.s["retries"] + 1
         for attempt in range(1, tries + 1):
             try:
                 return await getattr(self.model, method).remote(*args)
             except RayActorError as e:  # the replica died (or is unreachable) with our request in it
-                logger.warning("Classifier replica lost during %s (attempt %d of %d): %s",
+                logger.warning("model replica lost during %s (attempt %d of %d): %s",
                                method, attempt, tries, type(e).__name__)
                 if attempt < tries:
                     await asyncio.sleep(0.05 * attempt)
@@ -242,10 +301,30 @@ class Api:
         A lost replica fails, or is retried for, every request of the batch alike."""
         return split_like(requests, await self._call("classify", [t for texts in requests for t in texts]))
 
+    @serve.batch(max_batch_size=32, batch_wait_timeout_s=0.005, max_concurrent_batches=8)
+    async def _answer_together(self, requests: list[list[tuple[str, str]]]) -> list[list[dict]]:
+        """`_classify_together` for (question, context) pairs: one call to the QuestionAnswerer for
+        the questions of requests that arrive together."""
+        return split_like(requests, await self._call("answer", [qc for items in requests for qc in items]))
+
     async def _model_info(self) -> dict[str, Any]:
         if self.info is None:
             self.info = ModelInfo(**await self._call("model_info")).model_dump()
         return self.info
+
+    async def _parsed(self, route: str, parse: Any, *args: Any) -> tuple[list, dict[str, Any]]:
+        """`parse(*args)`, validated before any model work, and the model's info. A request for the
+        other endpoint (valid there, or refused by `parse` with a 422) gets the 422 naming the one
+        this model serves."""
+        try:
+            items = parse(*args)
+        except ApiError as e:
+            if e.status == 422:
+                check_endpoint((await self._model_info()).get("task", "single"), route)
+            raise
+        info = await self._model_info()
+        check_endpoint(info.get("task", "single"), route)
+        return items, info
 
     def count(self, route: str, code: int, ms: float) -> None:
         """Record one request under the model id the Classifier tags batch sizes with
@@ -275,14 +354,30 @@ class Api:
         length = request.headers.get("content-length")
         if length and length.isdigit() and int(length) > MAX_BODY_BYTES:
             raise ApiError(413, f"body of {length} bytes exceeds the {MAX_BODY_BYTES}-byte limit")
-        texts = parse_classify(await request.body(), request.headers.get("content-type"),
-                               self.s["max_batch_texts"], self.s["max_chars"])
-        info = await self._model_info()
+        texts, info = await self._parsed("classify", parse_classify, await request.body(),
+                                         request.headers.get("content-type"), self.s["max_batch_texts"],
+                                         self.s["max_chars"])
         check_task(texts, info.get("task", "single"))
         probs = await self._classify_together(texts)
         # built as the ClassifyResponse schema says (the docs' response_model), and returned as
         # JSON as is: FastAPI would otherwise validate and re-encode it, per request
         return JSONResponse({"model": info["model"], "predictions": [_prediction(info["labels"], p) for p in probs]})
+
+    @app.post("/v1/answer", response_model=AnswerResponse, responses=_ERRORS,
+              openapi_extra={"requestBody": {"required": True, "content": {"application/json": {"schema": {
+                  "anyOf": [AnswerRequest.model_json_schema(),
+                            {"type": "array", "items": AnswerRequest.model_json_schema()}]}}}}})
+    async def answer(self, request: Request) -> JSONResponse:
+        """Answer `question` from `context` (or each of a list of them): the answer text, its score
+        and its [start, end) characters in the context. A QA model only."""
+        length = request.headers.get("content-length")
+        if length and length.isdigit() and int(length) > MAX_BODY_BYTES:
+            raise ApiError(413, f"body of {length} bytes exceeds the {MAX_BODY_BYTES}-byte limit")
+        items, info = await self._parsed("answer", parse_answer, await request.body(),
+                                         request.headers.get("content-type"), self.s["max_batch_texts"],
+                                         self.s["max_chars"], self.s["max_context_chars"])
+        answers = await self._answer_together(items)
+        return JSONResponse({"model": info["model"], "answers": answers})
 
     @app.get("/v1/model", response_model=ModelInfo, responses={503: {"model": ErrorBody}})
     async def model(self) -> dict[str, Any]:

@@ -45,9 +45,34 @@ def check_model_dir(model: str) -> str:
     return str(path)
 
 
+def check_onnx_backend(model: str, cfg: Config) -> None:
+    """serve.backend=onnx needs a CPU, a single-text model and its export; else a one-line error."""
+    from distillray.models import model_config
+    from distillray.tasks.classification import model_task
+
+    if cfg.workers.use_gpu:
+        raise ConfigError("config error: serve.backend=onnx runs ONNX Runtime on CPU, but workers.use_gpu=true; "
+                          "fix: set workers.use_gpu=false, or serve.backend=torch")
+    if model_task(model_config(model)) != "single":
+        raise ConfigError(f"config error: serve.backend=onnx with the sentence-pair model {model}: the ONNX export "
+                          "has no token_type_ids input; fix: serve it with serve.backend=torch")
+    if storage.is_remote(model):  # each replica resolves the export as it downloads the dir
+        return
+    from distillray.models.onnx import require_onnx
+
+    try:
+        require_onnx(model, "int8-dynamic" if cfg.serve.quantize else "fp32")
+    except ModelError as e:
+        raise ModelError(f"serve.backend=onnx: {e}" + ("" if not cfg.serve.quantize else
+                         "; or set serve.quantize=false to serve onnx/model.onnx")) from e
+
+
 def settings_from(cfg: Config) -> dict[str, Any]:
     s: ServeConfig = cfg.serve
-    return s.model_dump(mode="json") | {"model": check_model_dir(s.model), "use_gpu": cfg.workers.use_gpu}
+    model = check_model_dir(s.model)
+    if s.backend == "onnx":
+        check_onnx_backend(model, cfg)
+    return s.model_dump(mode="json") | {"model": model, "use_gpu": cfg.workers.use_gpu}
 
 
 def build_app(args: dict[str, str] | None = None) -> Application:
@@ -67,18 +92,23 @@ def build_app(args: dict[str, str] | None = None) -> Application:
 
 
 def bind(cfg: Config) -> Application:
-    """Api (HTTP ingress: validation, retries) -> Classifier (model replicas, batching)."""
+    """Api (HTTP ingress: validation, retries) -> Classifier (model replicas, batching), or
+    QuestionAnswerer for a model dir with a question-answering head (POST /v1/answer)."""
+    from distillray.tasks.qa import is_qa_model
     from serve.api import Api
     from serve.classifier import Classifier
+    from serve.qa import QuestionAnswerer
 
     s = settings_from(cfg)
+    deployment = QuestionAnswerer if is_qa_model(s["model"]) else Classifier
     if s["max_ongoing_requests"] < s["max_batch_size"]:
         raise ConfigError(f"config error: serve.max_ongoing_requests={s['max_ongoing_requests']} is below "
                           f"serve.max_batch_size={s['max_batch_size']}, so batches could never fill; "
                           f"fix: set serve.max_ongoing_requests>={s['max_batch_size']}")
-    actor = {"num_cpus": s["cpus_per_replica"], "num_gpus": 1 if cfg.workers.use_gpu else 0}
+    actor = {"num_cpus": s["cpus_per_replica"], "num_gpus": 1 if cfg.workers.use_gpu else 0,
+             "resources": s["resources"]}
     logs = {"enable_access_log": s["access_log"]}
-    model = Classifier.options(num_replicas=s["num_replicas"], max_ongoing_requests=s["max_ongoing_requests"],
+    model = deployment.options(num_replicas=s["num_replicas"], max_ongoing_requests=s["max_ongoing_requests"],
                                ray_actor_options=actor, logging_config=logs).bind(s)
     # the ingress parses JSON and forwards: light, and it must hold enough requests in flight for
     # every model replica's batches to fill
@@ -109,7 +139,10 @@ def main(argv: list[str] | None = None) -> int:
         for sig in (signal.SIGINT, signal.SIGTERM):
             signal.signal(sig, lambda *_: stop.set())
         url = f"http://{cfg.serve.host}:{cfg.serve.port}"
-        print(f"serving {cfg.serve.model} at {url}/v1/classify (docs: {url}/docs); Ctrl-C stops", flush=True)
+        from distillray.tasks.qa import is_qa_model
+
+        route = "answer" if is_qa_model(cfg.serve.model) else "classify"
+        print(f"serving {cfg.serve.model} at {url}/v1/{route} (docs: {url}/docs); Ctrl-C stops", flush=True)
         stop.wait()
     return 0
 

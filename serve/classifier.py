@@ -48,15 +48,24 @@ class Classifier:
         from distillray.inference import load_for_inference
         from distillray.models import content_hash
 
-        torch.set_num_threads(max(1, int(settings["cpus_per_replica"])))
+        threads = max(1, int(settings["cpus_per_replica"]))
+        torch.set_num_threads(threads)
         path = settings["model"]
-        self.clf = load_for_inference(path, quantize=settings["quantize"], use_gpu=settings.get("use_gpu", False))
-        # the dir's name (an s3:// URI's query string is not part of it) and its content hash
-        self.model_id = f"{storage.split(path)[1]}@{content_hash(path)[:12]}" + ("+int8" if settings["quantize"] else "")
+        backend = settings.get("backend", "torch")
+        if backend == "onnx":  # ONNX Runtime on the dir's export; serve/app.py checked that it exists
+            from distillray.inference_onnx import load_onnx_for_inference
+
+            self.clf = load_onnx_for_inference(path, "int8-dynamic" if settings["quantize"] else "fp32",
+                                               threads=threads)
+        else:
+            self.clf = load_for_inference(path, quantize=settings["quantize"], use_gpu=settings.get("use_gpu", False))
+        # the dir's name (an s3:// URI's query string is not part of it), its content hash, its form
+        self.model_id = (f"{storage.split(path)[1]}@{content_hash(path)[:12]}" + ("+onnx" if backend == "onnx" else "")
+                         + ("+int8" if settings["quantize"] else ""))
         self.info = {"model": self.model_id, "path": str(path), "labels": self.clf.labels, "task": self.clf.task,
                      "params": self.clf.num_params, "max_length": self.clf.max_length,
-                     "quantized": settings["quantize"], **provenance(path)}
-        on_gpu = self.clf.device.type == "cuda"
+                     "quantized": settings["quantize"], "backend": backend, **provenance(path)}
+        on_gpu = backend == "torch" and self.clf.device.type == "cuda"
         self.chunk = settings.get("forward_chunk") or (settings["max_batch_size"] if on_gpu else 8)
         self.batch_size = Histogram("distillray_serve_batch_size", "texts per forward pass",
                                     boundaries=[1, 2, 4, 8, 16, 32, 64, 128, 256], tag_keys=("model",))

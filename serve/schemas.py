@@ -56,15 +56,42 @@ class ModelInfo(BaseModel):
     model: str
     path: str
     labels: list[str]
-    task: str = Field(default="single", description="single: one text per input; pair: text and text_pair")
+    task: str = Field(default="single", description="single: one text per input; pair: text and text_pair; "
+                                                    "qa: question and context (POST /v1/answer)")
     params: int
     max_length: int
+    doc_stride: int | None = Field(default=None, description="qa: tokens shared by consecutive windows")
+    max_answer_length: int | None = Field(default=None, description="qa: the longest answer, in tokens")
     quantized: bool
+    backend: str = Field(default="torch", description="torch, or onnx (ONNX Runtime on the model's ONNX export)")
     distilled_from: str | None = None
     retention: float | None = None
     speedup: float | None = None
     student_accuracy: float | None = None
     teacher_accuracy: float | None = None
+
+
+class AnswerRequest(BaseModel):
+    """One question on one context (POST /v1/answer); a batch is a JSON list of these."""
+
+    model_config = ConfigDict(extra="forbid", strict=True, json_schema_extra={"examples": [
+        {"question": "Where was the treaty signed?",
+         "context": "After months of talks, the treaty was signed in Paris in 1783."}]})
+
+    question: str = Field(description="the question")
+    context: str = Field(description="the text that holds the answer; read in overlapping windows when long")
+
+
+class Answer(BaseModel):
+    answer: str = Field(description="the answer: context[start:end]")
+    score: float = Field(description="p(start) * p(end), each softmax over the context tokens of its window")
+    start: int = Field(description="first character of the answer in the context")
+    end: int = Field(description="one past its last character")
+
+
+class AnswerResponse(BaseModel):
+    model: str = Field(description="id of the model that answered: <dir name>@<weights hash>")
+    answers: list[Answer] = Field(description="one per question, in request order")
 
 
 class ErrorBody(BaseModel):

@@ -33,6 +33,11 @@ class OnnxPredictor:
     def labels(self) -> list[str]:
         return [self.config.id2label[i] for i in range(self.config.num_labels)]
 
+    @property
+    def task(self) -> str:
+        """Always single: the export takes input_ids and attention_mask, no token_type_ids."""
+        return "single"
+
     def predict_proba(self, texts: list[str], batch_size: int = 64) -> np.ndarray:
         """Class probabilities (rows, num_labels) for raw texts: the same tokenisation and
         length-sorted, padded-to-the-longest batches as `Predictor.predict_proba`."""

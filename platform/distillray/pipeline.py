@@ -312,13 +312,16 @@ def _fit_summary(fit: FitResult | None) -> dict[str, Any] | None:
 
 
 def stage_timings(task: Task, teacher: TeacherResult | None, shards: PrecomputeResult,
-                  student: FitResult | None, **more: float) -> dict[str, float]:
+                  student: FitResult | None, tune_summary: TuneSummary | None = None,
+                  **more: float) -> dict[str, float]:
     """Wall seconds per stage, in run order, from the stages' own results (`more`: extra
     stages a caller ran, e.g. a benchmark's second student)."""
     timings = {"load_data": task.load_seconds}
     if teacher is not None and teacher.fit is not None:
         timings["finetune_teacher"] = teacher.seconds
     timings["precompute"] = shards.seconds
+    if tune_summary is not None:
+        timings["tune"] = tune_summary.wall_s
     if student is not None:
         timings["distill"] = student.seconds
     return {**timings, **more}
@@ -330,8 +333,9 @@ def finish(task: Task, teacher: TeacherResult | None, student: FitResult | None,
     student's provenance, and upload the staged files (`publish`). `timings` defaults to
     `stage_timings` of the results given; the evaluation's own time is added."""
     evals = evaluate_models(task, {"teacher": task.dest("teacher"), "student": task.dest("student")})
-    timings = {**(timings if timings is not None else stage_timings(task, teacher, shards, student)),
-               "evaluate": evals.seconds}
+    if timings is None:
+        timings = stage_timings(task, teacher, shards, student, tune_summary)
+    timings = {**timings, "evaluate": evals.seconds}
     report = write_run_report(task, evals, teacher.fit if teacher else None, student, shards, timings, tune_summary)
     prov = {"teacher": task.dest("teacher"), "layers": task.cfg.student.layers,
             "retention": report["retention"], "speedup": report["speedup"]}

@@ -129,17 +129,27 @@ def check_resources(cfg: Config) -> None:
             )
 
 
+def check_gpus(need: int, now: float, can_add: float | None) -> None:
+    """GPU workers on a cluster with fewer GPUs now: fine when its autoscaler can provide them (a
+    scale-from-zero GPU group starts with none), an error when it cannot or there is no autoscaler."""
+    if can_add is not None and can_add >= need:
+        logger.warning("workers.num_workers=%d GPU workers but the cluster has %g GPU(s) now: training waits "
+                       "while the autoscaler adds GPU nodes (it can provide %g)", need, now, can_add)
+        return
+    limit = "" if can_add is None else f" and its autoscaler can provide at most {can_add:g}"
+    raise ConfigError(
+        f"config error: workers.num_workers={need} GPU workers but the cluster has {now:g} GPU(s) now{limit}; "
+        "fix: lower workers.num_workers (autoscaling clusters: raise the GPU worker group's max_workers / maxReplicas)"
+    )
+
+
 def check_cluster(cfg: Config) -> None:
     """After connecting: the same resource check against the real cluster."""
-    from distillray.ray_utils import cluster_cpus, cluster_gpus
+    from distillray.ray_utils import autoscaler_max, cluster_cpus, cluster_gpus
 
     t = cfg.workers
     if t.use_gpu and cluster_gpus() < t.num_workers:
-        raise ConfigError(
-            f"config error: workers.num_workers={t.num_workers} GPU workers but the cluster has "
-            f"{cluster_gpus():g} GPU(s) now; fix: lower workers.num_workers (autoscaling clusters: "
-            "raise the GPU worker type's max_workers)"
-        )
+        check_gpus(t.num_workers, cluster_gpus(), autoscaler_max("GPU"))
     import ray
 
     total = ray.cluster_resources()

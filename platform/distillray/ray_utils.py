@@ -162,6 +162,19 @@ def cluster_gpus() -> float:
     return float(ray.cluster_resources().get("GPU", 0))
 
 
+def autoscaler_max(resource: str) -> float | None:
+    """The most of `resource` the cluster's autoscaler can provide (its node groups' max counts, as
+    KubeRay and the cluster launcher report them to the GCS); None: no autoscaler config reported.
+    Ray's own private API (Ray Data sizes its autoscaling requests with it)."""
+    try:
+        from ray._private.state import state
+
+        limits = state.get_max_resources_from_cluster_config()
+    except Exception:  # an older or newer Ray without it: behave as if no autoscaler
+        return None
+    return None if limits is None else float(limits.get(resource, 0))
+
+
 @contextlib.contextmanager
 def ray_session(cfg: Config) -> Iterator[None]:
     """Connect for the duration of a job; shut down only an instance this call started (a test

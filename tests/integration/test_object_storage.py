@@ -98,7 +98,11 @@ def test_distill_job_writes_everything_to_the_bucket(distilled_on_s3):
     assert storage.is_file(storage.join(shard_dir, "manifest.json"))
     # the search: its results are published beside the report, its trials ran in the bucket
     best = json.loads(storage.read_bytes(storage.join(out, "tune", "best.json")))
-    assert report["tune"]["trials"] == 2 and report["config"]["distill"] == best["config"]["distill"]
+    assert report["tune"]["trials"] == 2 and report["tune"]["best_params"] == best["params"]
+    assert report["config"]["distill"] == best["config"]["distill"]  # the student trained with the best
+    assert report["config"]["distill"]["alpha_ce"] == pytest.approx(1 - best["params"]["distill.alpha_kd"])
+    assert "Hyperparameter search" in storage.read_bytes(storage.join(out, "report.md")).decode()
+    assert {"finetune_teacher", "precompute", "tune", "distill", "evaluate"} <= set(report["timings"])
     assert storage.is_file(storage.join(out, "tune", "results.csv"))
     fs, path = storage.resolve(storage.join(out, "tune", "ray"))
     trial_files = [i.path for i in fs.get_file_info(pafs.FileSelector(path, recursive=True))]

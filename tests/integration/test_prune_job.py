@@ -1,5 +1,6 @@
 """jobs/prune.py end to end on a real local Ray: a tiny teacher's real logit shards (the
-precompute job), heads pruned, then recovered by KD from those shards with the one train loop."""
+precompute job), heads pruned, then recovered by KD from those shards with the one train loop;
+then jobs/compare.py on the same shards."""
 
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ from conftest import REPO
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(600)]
 sys.path.insert(0, str(REPO / "jobs"))
+import compare  # noqa: E402
 import precompute_logits  # noqa: E402
 import prune  # noqa: E402
 
@@ -52,3 +54,20 @@ def test_prune_then_recover_from_shards(ray_local, tmp_path, capsys):
     # nothing to prune: refused with the fix, before the model or Ray is touched
     assert prune.main(["--shards", shard_dir, *base, "prune.heads=0"]) == 2
     assert "nothing to prune" in capsys.readouterr().err
+
+    # jobs/compare.py on the same shards: teacher and a tiny student, both pruned (no recovery, torch forms)
+    student = make_tiny_bert(tmp_path / "student", layers=2, heads=4, label_names=["negative", "positive"])
+    args = ["--shards", shard_dir, "--student", str(student), *base, "prune.heads=0.5", "prune.importance_batches=4",
+            "train.batch_size=16", "prune.recover=false", "compare.onnx=false", "compare.latency_budget_ms=1000",
+            "compare.size_budget_mb=0.001"]
+    assert compare.main(args) == 0
+    res = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    names = {f"{m} torch {f}" for m in ("teacher", "student", "pruned teacher", "pruned student") for f in ("fp32", "int8")}
+    out_dir = tmp_path / "run" / "compare"
+    variants = json.loads((out_dir / "compare.json").read_text())["variants"]
+    assert set(variants) == names and all(v["rows"] == 64 for v in variants.values())
+    best = max(names, key=lambda n: (variants[n]["accuracy"], variants[n]["throughput"]))
+    assert res["best_under_latency"] == best and res["best_under_size"] is None  # 1 kB: nothing fits
+    assert res["pareto_front"] and set(res["pareto_front"]) <= names
+    assert variants["pruned student torch fp32"]["params"] < variants["student torch fp32"]["params"]
+    assert (out_dir / "compare.md").read_text().count("\n| ") == 1 + len(names) and (out_dir / "pareto.png").exists()

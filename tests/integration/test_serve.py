@@ -1,5 +1,6 @@
 """The Serve app over real HTTP on 127.0.0.1, with a tiny model: predictions, every bad-input
-case (4xx + JSON, and the server still answers), concurrency, and the Serve config file."""
+case (4xx + JSON, and the server still answers), concurrency, the Serve config file, and a tiny
+QA model's POST /v1/answer served beside it."""
 
 from __future__ import annotations
 
@@ -218,6 +219,189 @@ def test_a_replica_lost_mid_request_gets_503_json_and_the_app_recovers(server, t
     finally:
         serve.delete("fragile")
     assert_still_serving(server)  # the other app never noticed
+
+
+# --- extractive QA: POST /v1/answer on a QA model dir, as a second app on the same Serve ----------
+
+QA_LIMITS = ["serve.max_batch_texts=8", "serve.max_chars=200", "serve.max_context_chars=5000"]
+FILLER = "The river runs past the old mill and the quiet farms before it reaches the sea. "
+
+
+def make_pointing_qa_bert(out: Path, word: str = "zebra") -> Path:
+    """A tiny random BertForQuestionAnswering (tests/tiny.py) whose span head points at `word`: its
+    layers add nothing to their input (attention and FFN output weights zeroed, so each layer is
+    the identity after its LayerNorm), `word`'s embedding is a large +-1 vector v, and the start
+    and end heads are v: `word` gets a logit near hidden_size, every other token a random one
+    about a sixth of that. A real model, with answers known in advance."""
+    import torch
+    from transformers import BertForQuestionAnswering
+
+    from distillray.models import load_tokenizer
+    from tiny import make_tiny_qa_bert
+
+    make_tiny_qa_bert(out, layers=2)
+    model = BertForQuestionAnswering.from_pretrained(out)
+    tok = load_tokenizer(out)
+    hidden = model.config.hidden_size
+    v = torch.tensor([1.0, -1.0] * (hidden // 2))  # mean 0, variance 1: LayerNorm leaves it as is
+    with torch.no_grad():
+        for layer in model.bert.encoder.layer:
+            for dense in (layer.attention.output.dense, layer.output.dense):
+                dense.weight.zero_()
+                dense.bias.zero_()
+        model.bert.embeddings.word_embeddings.weight[tok.convert_tokens_to_ids(word)] = 20 * v
+        model.qa_outputs.weight.copy_(torch.stack([v, v]))
+        model.qa_outputs.bias.zero_()
+    model.save_pretrained(out, safe_serialization=True)
+    return out
+
+
+@pytest.fixture(scope="module")
+def qa_model(tmp_path_factory) -> Path:
+    return make_pointing_qa_bert(tmp_path_factory.mktemp("qa") / "student")
+
+
+@pytest.fixture(scope="module")
+def qa_server(server, qa_model):
+    """The QA app beside the classifier app, on the same Serve, under /qa."""
+    from ray import serve
+
+    from distillray.config import load_config
+    from serve.app import bind
+
+    serve.run(bind(load_config(None, [f"serve.model={qa_model}", *QA_LIMITS])), name="qa", route_prefix="/qa")
+    yield f"{server}/qa"
+    serve.delete("qa")
+
+
+def answer(url: str, payload, **kw) -> httpx.Response:
+    return httpx.post(f"{url}/v1/answer", json=payload, timeout=30, **kw)
+
+
+def test_answer_from_the_second_window_of_a_long_context_and_a_batch(qa_server, qa_model):
+    from distillray.models import load_tokenizer
+    from distillray.tasks.qa import load_qa_model, tokenize_windows
+    from distillray.tasks.qa_decode import answer_questions
+    from serve.schemas import AnswerResponse
+
+    question = "Which animal drank from the river?"
+    long_context = FILLER * 22 + "At noon a zebra drank from it. " + FILLER * 4
+    start = long_context.index("zebra")
+    info = httpx.get(f"{qa_server}/v1/model").json()
+    assert (info["task"], info["max_length"], info["doc_stride"], info["labels"]) == ("qa", 384, 128, [])
+    windows = tokenize_windows(load_tokenizer(qa_model), [question], [long_context], max_length=384, doc_stride=128)
+    assert len(windows) >= 2 and windows.offsets[0, :, 1].max() < start  # only a later window holds it
+
+    r = answer(qa_server, {"question": question, "context": long_context})
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert AnswerResponse.model_validate(body).model_dump() == body and body["model"].startswith("student@")
+    (got,) = body["answers"]
+    assert (got["answer"], got["start"], got["end"]) == ("zebra", start, start + 5)
+    assert long_context[got["start"]:got["end"]] == "zebra" and got["score"] > 0.5
+
+    batch = [{"question": question, "context": long_context},
+             {"question": "Who rode the zebra?", "context": "The farmer rode a zebra to town."},
+             {"question": "Where does it run?", "context": FILLER},
+             {"question": "Which animal?", "context": "Not a horse but a zebra, said Ada."}]
+    r = answer(qa_server, batch)
+    assert r.status_code == 200, r.text
+    got = r.json()["answers"]
+    want = answer_questions(load_qa_model(qa_model), load_tokenizer(qa_model), [b["question"] for b in batch],
+                            [b["context"] for b in batch], max_length=384, doc_stride=128)
+    assert [(a["answer"], a["start"], a["end"]) for a in got] == [(w["answer"], w["start"], w["end"]) for w in want]
+    np.testing.assert_allclose([a["score"] for a in got], [w["score"] for w in want], rtol=1e-4)
+    assert [a["answer"] for a in got[:2]] + [got[3]["answer"]] == ["zebra"] * 3  # in request order
+
+
+QA_BAD = [  # (name, request kwargs, status, words in the error)
+    ("empty question", {"json": {"question": " ", "context": "x"}}, 422, "question is empty"),
+    ("empty context", {"json": {"question": "q", "context": ""}}, 422, "context is empty"),
+    ("context too long", {"json": {"question": "q", "context": "x" * 5001}}, 413, "serve.max_context_chars=5000"),
+    ("question too long", {"json": {"question": "q" * 201, "context": "x"}}, 413, "serve.max_chars=200"),
+    ("wrong type", {"json": {"question": 7, "context": "x"}}, 422, "valid string"),
+    ("missing context", {"json": [{"question": "q"}]}, 422, "context: Field required"),
+    ("list of strings", {"json": ["q"]}, 422, "not an object"),
+    ("empty list", {"json": []}, 422, "the list is empty"),
+    ("too many", {"json": [{"question": "q", "context": "x"}] * 9}, 413, "max_batch_texts=8"),
+    ("classify body", {"json": {"text": "a fine film"}}, 422, 'text: Extra inputs are not permitted); send {"question"'),
+    ("invalid JSON", {"content": b'{"question": ', "headers": {"content-type": "application/json"}}, 400, "not valid JSON"),
+]
+
+
+@pytest.mark.parametrize("name,kwargs,status,words", QA_BAD, ids=[b[0] for b in QA_BAD])
+def test_bad_questions_get_a_4xx_with_json_and_the_server_still_answers(qa_server, name, kwargs, status, words):
+    r = httpx.post(f"{qa_server}/v1/answer", timeout=30, **kwargs)
+    assert r.status_code == status, (name, r.status_code, r.text)
+    assert words in r.json()["error"], r.json()
+    ok = answer(qa_server, {"question": "Which animal?", "context": "a zebra"})
+    assert ok.status_code == 200 and ok.json()["answers"][0]["answer"] == "zebra", ok.text
+
+
+def test_each_model_answers_on_its_own_endpoint_only(server, qa_server):
+    r = classify(qa_server, {"text": "a fine film"})
+    assert r.status_code == 422 and "answers questions: POST /v1/answer" in r.json()["error"], r.text
+    r = answer(server, {"question": "Who?", "context": "Ada did."})
+    assert r.status_code == 422 and "classifies texts: POST /v1/classify" in r.json()["error"], r.text
+    assert "/v1/answer" in httpx.get(f"{qa_server}/openapi.json").json()["paths"]
+    assert_still_serving(server)
+
+
+@pytest.fixture  # deleted after its one test: the tests after it have the cores to themselves
+def onnx_server(server, tiny_teacher, tmp_path_factory):
+    """serve.backend=onnx beside the torch app, in the same Serve instance, on a copy of the tiny
+    teacher exported to ONNX (the copy keeps the shared tiny teacher's dir as it was)."""
+    import shutil
+
+    from ray import serve
+
+    from distillray.config import load_config
+    from distillray.models.onnx import export_onnx
+    from serve.app import bind
+
+    model = tmp_path_factory.mktemp("onnx") / "teacher"
+    shutil.copytree(tiny_teacher, model)
+    export_onnx(model)
+    serve.run(bind(load_config(None, [f"serve.model={model}", "serve.backend=onnx", *LIMITS])), name="onnx",
+              route_prefix="/onnx")
+    yield f"{server}/onnx", model
+    serve.delete("onnx")
+
+
+def test_onnx_backend_answers_like_torch_and_rejects_bad_input(onnx_server):
+    """The same API on ONNX Runtime: a batch and a single text get torch's labels and probabilities
+    (within 1e-4), /v1/model names the backend, and bad input gets its 4xx with JSON."""
+    from distillray.inference import load_for_inference
+
+    url, model = onnx_server
+    ref = load_for_inference(model).predict_proba(TEXTS)
+    labels = ["negative", "positive"]
+    r = classify(url, {"texts": TEXTS})
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert body["model"].startswith("teacher@") and body["model"].endswith("+onnx")
+    got = [[p["probs"][k] for k in labels] for p in body["predictions"]]
+    np.testing.assert_allclose(got, ref, atol=1e-4)
+    assert [p["label"] for p in body["predictions"]] == [labels[i] for i in ref.argmax(-1)]
+    single = classify(url, {"text": TEXTS[2]}).json()["predictions"][0]
+    np.testing.assert_allclose([single["probs"][k] for k in labels], ref[2], atol=1e-4)
+    info = httpx.get(f"{url}/v1/model").json()
+    assert info["backend"] == "onnx" and info["params"] > 0
+    for kwargs, status, words in ((BAD[5][1], 422, "empty"), (BAD[7][1], 413, "max_batch_texts=8")):
+        r = httpx.post(f"{url}/v1/classify", timeout=30, **kwargs)
+        assert r.status_code == status and words in r.json()["error"], r.text
+    assert_still_serving(url)
+
+
+def test_onnx_backend_without_an_export_is_refused_before_serve_starts(tiny_teacher):
+    from distillray.config import load_config
+    from distillray.errors import ConfigError, ModelError
+    from serve.app import bind
+
+    with pytest.raises(ModelError, match=r"serve.backend=onnx: .*no ONNX export.*jobs/export_onnx.py --model"):
+        bind(load_config(None, [f"serve.model={tiny_teacher}", "serve.backend=onnx"]))
+    with pytest.raises(ConfigError, match="workers.use_gpu=false"):
+        bind(load_config(None, [f"serve.model={tiny_teacher}", "serve.backend=onnx", "workers.use_gpu=true"]))
 
 
 @contextlib.contextmanager

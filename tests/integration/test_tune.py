@@ -1,7 +1,8 @@
 """Ray Tune search on real Ray Tune + Ray Train + DeepSpeed, on a tiny random BERT and the smoke
 sample: a grid finishes and picks the best trial, a failing trial does not stop the search, an
-interrupted search resumes, no trial can reach the teacher, and jobs/distill.py tune.enabled=true
-trains the student with the best config."""
+interrupted search resumes, and no trial can reach the teacher. jobs/distill.py with
+tune.enabled=true (the student trained with the best config, jobs/tune.py resuming that search) is
+tested end to end in test_object_storage.py, with everything in a bucket."""
 
 from __future__ import annotations
 
@@ -17,7 +18,6 @@ from conftest import REPO
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(1500)]
 sys.path.insert(0, str(REPO / "jobs"))
 import distill  # noqa: E402
-import tune as tune_job  # noqa: E402
 
 # Tiny and short: 8 optimizer steps per trial, dev accuracy at step 4 and at the end (two Tune
 # iterations, so ASHA has a rung to stop trials at).
@@ -126,26 +126,6 @@ def test_rerun_of_a_finished_search_restores_it(grid, prepared):
     assert again.restored and again.experiment_dir == s.experiment_dir
     assert [t["trial"] for t in again.trials] == [t["trial"] for t in s.trials]
     assert again.best_params == s.best_params
-
-
-def test_distill_job_with_tune_trains_the_best_config(ray_local, tiny_teacher, tmp_path, capsys):
-    out = tmp_path / "run"
-    space = 'tune.space={"distill.alpha_kd": {"type": "grid", "values": [0.2, 0.8]}}'
-    args = [*SMOKE, f"teacher.model={tiny_teacher}", "teacher.finetune=false", "tune.enabled=true",
-            "tune.search=grid", space, f"run.output_dir={out}", f"precompute.cache_dir={tmp_path / 'cache'}"]
-    assert distill.main(args) == 0
-    report = json.loads((out / "report.json").read_text())
-    best = json.loads((out / "tune" / "best.json").read_text())
-    assert report["tune"]["trials"] == 2 and report["tune"]["best_params"] == best["params"]
-    assert report["config"]["distill"] == best["config"]["distill"]
-    assert report["config"]["distill"]["alpha_ce"] == pytest.approx(1 - best["params"]["distill.alpha_kd"])
-    assert (out / "student" / "model.safetensors").exists()
-    assert "Hyperparameter search" in (out / "report.md").read_text()
-    # jobs/tune.py on the same output dir and shards resumes that search instead of rerunning it
-    capsys.readouterr()
-    assert tune_job.main(["--shards", str((out / "logits").resolve()), *args]) == 0
-    res = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
-    assert res["restored"] and res["best_params"] == best["params"]
 
 
 def test_bad_tune_config_fails_before_ray(tmp_path, capsys):

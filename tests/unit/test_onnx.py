@@ -135,3 +135,18 @@ def test_export_job_prints_figures(tmp_path, capsys):
     out = json.loads(capsys.readouterr().out)
     assert set(out) == {"fp32"} and out["fp32"]["max_abs_logit_diff_vs_torch"] <= PARITY_TOL
     assert ort.InferenceSession(out["fp32"]["path"], providers=["CPUExecutionProvider"])
+
+
+def test_int8_static_keeps_the_ffn_output_matmuls_fp32(exported):
+    """The MatMuls fed by GELU (one per layer) get no quantised input; every other MatMul does."""
+    import onnx
+
+    from distillray.models.onnx import gelu_matmuls
+
+    model_dir, _ = exported
+    assert len(gelu_matmuls(onnx.load(str(onnx_path(model_dir))).graph)) == 2  # the tiny BERT's 2 layers
+    graph = onnx.load(str(onnx_path(model_dir, "int8-static"))).graph
+    producer = {o: n.op_type for n in graph.node for o in n.output}
+    fed = {n.name: producer.get(n.input[0]) for n in graph.node if n.op_type == "MatMul"}
+    fp32 = [name for name, op in fed.items() if op == "Gelu"]
+    assert len(fp32) == 2 and sum(op == "DequantizeLinear" for op in fed.values()) >= 4

@@ -105,6 +105,26 @@ class PruneConfig(_Section):
     """Train the pruned model by KD from the shards (train.*, distill.*) after pruning."""
 
 
+class CompareConfig(_Section):
+    """jobs/compare.py: teacher, student, their pruned forms (prune.*), int8 and ONNX forms, side by side."""
+
+    latency_budget_ms: float | None = Field(default=None, gt=0)
+    """Batch-1 median latency budget (ms, on this machine); the report names the most accurate
+    variant within it. null: no latency choice."""
+    size_budget_mb: float | None = Field(default=None, gt=0)
+    """Weight-file budget (MB, 1e6 bytes) that the report's size choice must fit. null: none."""
+    prune: bool = True
+    """Also make and compare the pruned teacher (before and after recovery, prune.recover) and the
+    pruned student (with prune.recover, recovered by KD from the same shards)."""
+    onnx: bool = True
+    """Also export every model but the unrecovered pruned teacher to ONNX (fp32, int8 dynamic,
+    int8 static) and time them in ONNX Runtime."""
+    calibration_rows: int = Field(default=300, ge=1)
+    """data.train rows (a seeded random sample) that calibrate ONNX int8 static."""
+    parity_rows: int = Field(default=500, ge=1)
+    """Dev rows of the fp32 ONNX parity check against torch (largest logit difference <= 1e-4)."""
+
+
 class PrecomputeConfig(_Section):
     cache_dir: str = "runs/cache/logits"
     """Where logit shard dirs live (local path or URI), keyed by their inputs."""
@@ -257,11 +277,15 @@ class WorkersConfig(_Section):
     @field_validator("resources")
     @classmethod
     def _positive_resources(cls, v: dict[str, float]) -> dict[str, float]:
-        bad = {k: n for k, n in v.items() if not n > 0 or k in ("CPU", "GPU", "memory")}
-        if bad:
-            raise ValueError(f"must map custom resource names to amounts > 0, e.g. {{train_slot: 1}} (CPU and GPU "
-                             f"have their own keys), got {bad}")
-        return v
+        return _custom_resources(v)
+
+
+def _custom_resources(v: dict[str, float]) -> dict[str, float]:
+    bad = {k: n for k, n in v.items() if not n > 0 or k in ("CPU", "GPU", "memory")}
+    if bad:
+        raise ValueError(f"must map custom resource names to amounts > 0, e.g. {{train_slot: 1}} (CPU and GPU "
+                         f"have their own keys), got {bad}")
+    return v
 
 
 class CheckpointConfig(_Section):
@@ -335,17 +359,27 @@ class ServeConfig(_Section):
     max_batch_texts: int = Field(default=256, ge=1)
     """Texts one request may carry (more: HTTP 413)."""
     max_chars: int = Field(default=20_000, ge=1)
-    """Characters one text may have."""
+    """Characters one text may have (a QA model: one question)."""
+    max_context_chars: int = Field(default=10_000, ge=1)
+    """A QA model (POST /v1/answer): characters one context may have (more: HTTP 413). The model
+    reads every window of a context, so its cost grows with the length; SQuAD's longest is ~4,100."""
     cpus_per_replica: float = Field(default=1.0, gt=0)
     """CPUs reserved per replica."""
     quantize: bool = False
     """int8 dynamic quantisation of Linear layers (CPU)."""
+    backend: Literal["torch", "onnx"] = "torch"
+    """torch, or onnx: ONNX Runtime on CPU runs the model dir's export (onnx/model.onnx; with
+    serve.quantize=true onnx/model_int8_dynamic.onnx), made by jobs/export_onnx.py. Same API;
+    single-text models only (the export has no token_type_ids input)."""
     forward_chunk: int | None = Field(default=None, ge=1)
     """Texts per forward pass within a batch, after sorting the batch by length; null: 8 on CPU
     (less padding), the whole batch on a GPU. Lower it for texts of very mixed lengths."""
     access_log: bool = False
     """Serve's per-request access log lines. Off by default: on a busy endpoint they cost CPU, and
     request counts and latencies are in the distillray_serve_* metrics either way."""
+    resources: dict[str, float] = Field(default_factory=dict)
+    """Custom Ray resources each model replica also needs, e.g. {serve_slot: 1} where every node of a
+    pool offers one: at most one replica per node, so losing a node loses one replica, not all."""
     retries: int = Field(default=2, ge=0, le=10)
     """Times the HTTP ingress resends a request whose model replica died mid-request (to another
     replica); after that the client gets a 503 with Retry-After."""
@@ -357,6 +391,11 @@ class ServeConfig(_Section):
     a cluster or with `serve run`, export both variables before `ray start` / `serve run`.
     Trade-offs: with no ingress replica up, HAProxy itself answers a plain-text 500; its stats
     (8404) and Prometheus (9101) ports listen on all interfaces."""
+
+    @field_validator("resources")
+    @classmethod
+    def _positive_resources(cls, v: dict[str, float]) -> dict[str, float]:
+        return _custom_resources(v)
 
 
 class RunConfig(_Section):

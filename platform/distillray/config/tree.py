@@ -21,6 +21,7 @@ from distillray.config.sections import (
     SMOKE,
     AugmentConfig,
     CheckpointConfig,
+    CompareConfig,
     DataConfig,
     DistillConfig,
     FinetuneConfig,
@@ -51,6 +52,7 @@ class Config(_Section):
     teacher: TeacherConfig = Field(default_factory=TeacherConfig)
     student: StudentConfig = Field(default_factory=StudentConfig)
     prune: PruneConfig = Field(default_factory=PruneConfig)
+    compare: CompareConfig = Field(default_factory=CompareConfig)
     precompute: PrecomputeConfig = Field(default_factory=PrecomputeConfig)
     augment: AugmentConfig = Field(default_factory=AugmentConfig)
     distill: DistillConfig = Field(default_factory=DistillConfig)
