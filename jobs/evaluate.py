@@ -41,6 +41,8 @@ def main(argv: list[str] | None = None) -> int:
     mcfg = model_config(args.model)
     if args.baseline:
         model_config(args.baseline)  # a bad dir fails here, before the data is read
+    if cfg.data.task == "qa":
+        return _evaluate_qa(args, cfg)
     onnx = ({"onnx": "fp32"} | ({"onnx_int8": "int8-dynamic", "onnx_int8_static": "int8-static"} if args.int8 else {})
             if args.onnx else {})
     if onnx:
@@ -63,6 +65,30 @@ def main(argv: list[str] | None = None) -> int:
         for name in [n for n in out if n != "baseline"]:
             m = cfg.data.metric  # retention on the headline metric
             out[name]["retention"] = out[name][m] / b[m] if b[m] else None
+            if not args.no_speed:
+                out[name]["speedup"] = out[name]["throughput"] / b["throughput"]
+    print(json.dumps(out if len(out) > 1 else out["fp32"], indent=2))
+    return 0
+
+
+def _evaluate_qa(args, cfg) -> int:
+    """data.task=qa: the official SQuAD v1.1 EM/F1 of the model (and the int8 one, and the
+    baseline: retention on F1, speed-up), over every window of every dev question."""
+    from distillray.evaluation import evaluate_qa_dirs
+    from distillray.tasks.qa import load_qa_split
+
+    if args.onnx:
+        raise ConfigError("config error: --onnx does not evaluate data.task=qa models yet; fix: drop --onnx")
+    d = cfg.data
+    models = {"fp32": args.model} | ({"int8": args.model} if args.int8 else {}) \
+        | ({"baseline": args.baseline} if args.baseline else {})
+    out = evaluate_qa_dirs(models, load_qa_split(d.dev, d.dev_max_rows), quantized=("int8",), max_length=d.max_length,
+                           doc_stride=d.doc_stride, n_best=d.n_best, max_answer_length=d.max_answer_length,
+                           speed=not args.no_speed)
+    if args.baseline:
+        b = out["baseline"]
+        for name in [n for n in out if n != "baseline"]:
+            out[name]["retention"] = out[name]["f1"] / b["f1"] if b["f1"] else None
             if not args.no_speed:
                 out[name]["speedup"] = out[name]["throughput"] / b["throughput"]
     print(json.dumps(out if len(out) > 1 else out["fp32"], indent=2))

@@ -27,14 +27,16 @@ def main(argv: list[str] | None = None) -> int:
     if not finetuned:
         logger.warning("teacher.model=%s is not fine-tuned for the labels %s: its logits come from a "
                        "freshly initialised head (fine for smoke runs; for real work run "
-                       "jobs/finetune_teacher.py first, or jobs/distill.py)", cfg.teacher.model, task.labels.names)
+                       "jobs/finetune_teacher.py first, or jobs/distill.py)", cfg.teacher.model,
+                       task.labels.names if task.labels else "extractive QA")
     with ray_session(cfg):
         check_cluster(cfg)
         res = pipeline.precompute(task, teacher_dir)
     task.publish()
     print(json.dumps({"shard_dir": res.shard_dir, "rows": res.manifest["rows"], "sources": res.manifest.get("sources"),
                       "shards": len(res.manifest["shards"]), "rows_computed": res.rows_computed,
-                      "reused": res.reused, "seconds": round(res.seconds, 2)}))
+                      "reused": res.reused, "seconds": round(res.seconds, 2)}
+                     | {k: res.manifest[k] for k in ("bytes_per_window", "logit_bytes_per_window") if k in res.manifest}))
     return 0
 
 

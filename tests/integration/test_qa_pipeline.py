@@ -15,7 +15,6 @@ from conftest import REPO
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(600)]
 sys.path.insert(0, str(REPO / "jobs"))
-sys.path.insert(0, str(REPO / "tests" / "integration"))
 import distill  # noqa: E402
 import train_student  # noqa: E402
 from qa_data import LONG_ANSWER, LONG_CONTEXT, LONG_QUESTION, write_squad  # noqa: E402

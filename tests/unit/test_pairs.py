@@ -23,6 +23,7 @@ MRPC = ["data.task=pair", "data.text_column=3", "data.text_pair_column=4", "data
 
 @pytest.mark.parametrize("overrides,needle", [
     (["data.task=qa"], "data.task=qa is scored by the SQuAD v1.1 F1.*fix: set data.metric=f1"),
+    (["data.task=qa", "data.metric=f1", "data.train=x.tsv"], "data.task=qa reads SQuAD v1.1 JSON"),
     (["data.task=pair"], "data.task=pair needs the second text's column; fix: set data.text_pair_column"),
     (["data.text_pair_column=sentence2"], "data.task=single reads one text per row; fix: set data.task=pair"),
     (["data.metric=f1", "data.labels=[a,b,c]"], "binary task.*fix: set data.metric=accuracy"),

@@ -149,6 +149,9 @@ def _check_qa(dl: DataConfig) -> None:
             raise ConfigError(
                 f"config error: data.{key} is set but data.task=qa takes questions, contexts and "
                 f"answers from the SQuAD JSON; fix: set data.{key}=null")
+    if dl.sample != "head":
+        raise ConfigError("config error: data.sample=random is not supported for data.task=qa (data.max_rows "
+                          "takes the first questions of the file); fix: set data.sample=head")
     if dl.metric != "f1":
         raise ConfigError(
             f"config error: data.metric={dl.metric} but data.task=qa is scored by the SQuAD v1.1 "
