@@ -46,7 +46,10 @@ def main(argv: list[str] | None = None) -> int:
     teacher = args.teacher or manifest["teacher"]["path"]
     task = task_from_shards(cfg, manifest, need_dev=True)
     shards = pipeline.check_shards(task, args.shards, teacher)
-    model_config(args.student)  # a bad dir fails here, before any work
+    scfg = model_config(args.student)  # a bad dir fails here, before any work
+    if [scfg.id2label[i] for i in range(scfg.num_labels)] != task.labels.names:
+        raise ConfigError(f"--student {args.student}: its labels {list(scfg.id2label.values())} differ from the "
+                          f"shards' {task.labels.names}; fix: pass the student distilled from these shards")
     if c.onnx and cfg.data.task != "single":
         raise ConfigError("config error: compare.onnx=true with data.task=pair: the ONNX export has no "
                           "token_type_ids input; fix: compare.onnx=false")

@@ -339,7 +339,8 @@ class Api:
             try:
                 model = (await self._model_info())["model"]
             except ApiError:  # no replica answers: count it under the dir name
-                model = storage.split(self.s["model"])[1] + ("+int8" if self.s["quantize"] else "")
+                model = (storage.split(self.s["model"])[1] + ("+onnx" if self.s.get("backend") == "onnx" else "")
+                         + ("+int8" if self.s["quantize"] else ""))
             self.metrics.request(model, route, code, ms)
 
         task = asyncio.get_running_loop().create_task(when_known())

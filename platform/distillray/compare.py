@@ -113,16 +113,23 @@ def pareto_plot(out: Path, evals: dict[str, dict[str, Any]], front: list[str]) -
     import matplotlib.pyplot as plt
 
     biggest = max(e["size_bytes"] for e in evals.values())
-    fig, ax = plt.subplots(figsize=(9, 5.5))
+    fig, ax = plt.subplots(figsize=(9.5, 5.5))
+    # colour: the model; marker: the form (torch or ONNX Runtime, fp32 or int8)
+    markers = dict(zip(FORMS, "osD^v"))
+    colours: dict[str, str] = {}
     for name, e in evals.items():
-        ax.scatter(e["throughput"], e["accuracy"], s=20 + 480 * e["size_bytes"] / biggest, alpha=0.55,
-                   edgecolors="black" if name in front else "none", label=f"{name} ({e['size_bytes'] / 1e6:.0f} MB)")
+        form = next((f for f in FORMS if name.endswith(" " + f)), "")
+        model = name[: len(name) - len(form)].strip()
+        colour = colours.setdefault(model, f"C{len(colours) % 10}")
+        ax.scatter(e["throughput"], e["accuracy"], s=20 + 480 * e["size_bytes"] / biggest, alpha=0.6, c=colour,
+                   marker=markers.get(form, "o"), edgecolors="black" if name in front else "none",
+                   label=f"{name} ({e['size_bytes'] / 1e6:.0f} MB)")
     ax.plot([evals[n]["throughput"] for n in front], [evals[n]["accuracy"] for n in front], "k--", lw=1,
             label="Pareto front")
     ax.margins(x=0.1, y=0.1)
     ax.set(xlabel="throughput (examples/s, batch 64)", ylabel="dev accuracy",
            title="accuracy against throughput (point area: weight bytes)")
-    ax.legend(loc="upper left", bbox_to_anchor=(1.02, 1.0), borderaxespad=0, fontsize=7)
+    ax.legend(loc="upper left", bbox_to_anchor=(1.02, 1.0), borderaxespad=0, fontsize=7, markerscale=0.5)
     fig.tight_layout()
     name = "pareto.png"
     fig.savefig(out / name, dpi=90)

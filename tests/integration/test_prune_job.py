@@ -56,10 +56,13 @@ def test_prune_then_recover_from_shards(ray_local, tmp_path, capsys):
     assert "nothing to prune" in capsys.readouterr().err
 
     # jobs/compare.py on the same shards: teacher and a tiny student, both pruned (no recovery, torch forms)
-    student = make_tiny_bert(tmp_path / "student", layers=2, heads=4, label_names=["negative", "positive"])
+    student = make_tiny_bert(tmp_path / "student", layers=2, heads=4, label_names=["0", "1"])  # the shards' labels
     args = ["--shards", shard_dir, "--student", str(student), *base, "prune.heads=0.5", "prune.importance_batches=4",
             "train.batch_size=16", "prune.recover=false", "compare.onnx=false", "compare.latency_budget_ms=1000",
             "compare.size_budget_mb=0.001"]
+    wrong = make_tiny_bert(tmp_path / "wrong", layers=2, label_names=["negative", "positive"])
+    assert compare.main([*args[:2], "--student", str(wrong), *args[4:]]) == 2  # refused before any pruning
+    assert "differ from the shards' ['0', '1']" in capsys.readouterr().err
     assert compare.main(args) == 0
     res = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     names = {f"{m} torch {f}" for m in ("teacher", "student", "pruned teacher", "pruned student") for f in ("fp32", "int8")}
