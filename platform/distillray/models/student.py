@@ -173,7 +173,8 @@ class LayerDistillModel(torch.nn.Module):
         (batch, layers, seq, teacher_hidden) or None, attentions (batch, layers, heads, seq, seq) or None."""
         if not layer_outputs:
             return self.model(**inputs)
-        out = self.model(**inputs, output_hidden_states=self.hidden, output_attentions=self.attention)
+        inputs["output_hidden_states"] = self.hidden or bool(inputs.get("output_hidden_states"))
+        out = self.model(**inputs, output_attentions=self.attention)
         states = attn = None
         if self.hidden:
             states = torch.stack([out.hidden_states[j + 1] for j in self.student_layers], 1)
