@@ -40,6 +40,7 @@ def main(argv: list[str] | None = None) -> int:
             cfg = tune_summary.best_config
             task = dataclasses.replace(task, cfg=cfg)
         init_dir = pipeline.student_init_dir(task, teacher.dir, cfg.student.layers)
+        init_dir, _ = pipeline.general_distill(cfg, checked, init_dir, task.dest("work", "student-general"))
         student = pipeline.distill_student(cfg, checked, init_dir, task.dev, task.dest("student"))
     report = pipeline.finish(task, teacher, student, shards, tune_summary)
     logger.info("report: %s", task.dest("report.md"))

@@ -35,7 +35,7 @@ def main(argv: list[str] | None = None) -> int:
     task.publish()
     print(json.dumps({"shard_dir": res.shard_dir, "rows": res.manifest["rows"], "sources": res.manifest.get("sources"),
                       "shards": len(res.manifest["shards"]), "rows_computed": res.rows_computed,
-                      "reused": res.reused, "seconds": round(res.seconds, 2)}
+                      "reused": res.reused, "seconds": round(res.seconds, 2), "bytes_per_row": round(res.bytes_per_row, 1)}
                      | {k: res.manifest[k] for k in ("bytes_per_window", "logit_bytes_per_window") if k in res.manifest}))
     return 0
 

@@ -37,6 +37,7 @@ def main(argv: list[str] | None = None) -> int:
     init_dir = pipeline.student_init_dir(task, teacher_dir, cfg.student.layers)
     with ray_session(cfg):
         check_cluster(cfg)
+        init_dir, _ = pipeline.general_distill(cfg, shards, init_dir, task.dest("work", "student-general"))
         result = pipeline.distill_student(cfg, shards, init_dir, task.dev, task.dest("student"))
     task.publish()
     print(json.dumps({"student": result.export_dir, "steps": result.steps, "resumes": result.resumes,

@@ -4,6 +4,8 @@
          + alpha_ce * CE(s, y)
          + alpha_cos * (1 - cos(h_s, h_t))                          (DistilBERT)
          + alpha_mse * MSE(s, t)
+         + alpha_hidden * MSE(H_s W, H_t) or 1 - cos(H_s W, H_t)       (TinyBERT, per mapped layer)
+         + alpha_attn * MSE(A_s, A_t)                                   (TinyBERT's attention loss)
 
 The T^2 factor keeps the soft-target gradients on the same scale as the hard-label ones when T
 changes (their magnitude falls as 1/T^2). KL is averaged over the batch ("batchmean"), as in
@@ -53,6 +55,46 @@ def mse_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor) -> torc
     return F.mse_loss(student_logits.float(), teacher_logits.float())
 
 
+def hidden_state_loss(student_states: torch.Tensor, teacher_states: torch.Tensor, mask: torch.Tensor,
+                      kind: str = "mse") -> torch.Tensor:
+    """TinyBERT's hidden-state loss (Jiao et al. 2020, eq. 4) over the real tokens of mapped layers.
+
+    student_states: (batch, layers, seq, hidden_t), already projected to the teacher's width;
+    teacher_states: (batch, layers, seq, hidden_t); mask: (batch, seq), 1 on real tokens.
+    kind: "mse" (mean over tokens, layers and features) or "cosine" (1 - cos per token, mean).
+    """
+    s, t = student_states.float(), teacher_states.float()
+    m = mask.to(s.dtype)[:, None, :]  # (batch, 1, seq)
+    n = m.sum().clamp(min=1) * s.shape[1]  # real tokens x layers
+    if kind == "cosine":
+        per_token = 1.0 - F.cosine_similarity(s, t, dim=-1)  # (batch, layers, seq)
+    else:
+        per_token = (s - t).pow(2).mean(-1)  # (batch, layers, seq)
+    return (per_token * m).sum() / n
+
+
+def attention_loss(student_attn: torch.Tensor, teacher_attn: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """TinyBERT's attention loss (Jiao et al. 2020, eq. 3): MSE between attention distributions,
+    per head, over the (query, key) pairs of real tokens. TinyBERT's code compares the scores
+    before softmax; the distributions are what Hugging Face models return, and carry no -inf.
+
+    student_attn: (batch, layers, heads_s, seq, seq); teacher_attn: (batch, layers, heads_t, seq,
+    seq) with heads_t a multiple of heads_s: each student head matches the mean of its group of
+    heads_t / heads_s consecutive teacher heads (a student truncated from the teacher keeps its
+    first heads whole). mask: (batch, seq).
+    """
+    s, t = student_attn.float(), teacher_attn.float()
+    hs, ht = s.shape[2], t.shape[2]
+    if ht % hs:
+        raise ValueError(f"teacher heads ({ht}) must be a multiple of student heads ({hs})")
+    if ht != hs:
+        t = t.unflatten(2, (hs, ht // hs)).mean(3)  # (batch, layers, heads_s, seq, seq)
+    m = mask.to(s.dtype)
+    pair = (m[:, :, None] * m[:, None, :])[:, None, None]  # (batch, 1, 1, seq, seq)
+    n = pair.sum().clamp(min=1) * s.shape[1] * hs
+    return ((s - t).pow(2) * pair).sum() / n
+
+
 @dataclass(frozen=True)
 class LossWeights:
     """The temperature and the weight of each term. The defaults are `distill.*`'s, in
@@ -63,12 +105,29 @@ class LossWeights:
     alpha_ce: float
     alpha_cos: float = 0.0
     alpha_mse: float = 0.0
+    alpha_hidden: float = 0.0
+    alpha_attn: float = 0.0
+    hidden_loss: str = "mse"  # "mse" | "cosine"
+
+    @property
+    def layer_terms(self) -> bool:
+        """Whether a term needs the student's and the teacher's intermediate layers."""
+        return self.alpha_hidden > 0 or self.alpha_attn > 0
 
     @classmethod
     def from_config(cls, distill: DistillConfig) -> LossWeights:
         """The weights of the `distill` config section."""
         return cls(temperature=distill.temperature, alpha_kd=distill.alpha_kd, alpha_ce=distill.alpha_ce,
-                   alpha_cos=distill.alpha_cos, alpha_mse=distill.alpha_mse)
+                   alpha_cos=distill.alpha_cos, alpha_mse=distill.alpha_mse,
+                   alpha_hidden=distill.alpha_hidden, alpha_attn=distill.alpha_attn,
+                   hidden_loss=distill.hidden_loss)
+
+    def general(self) -> LossWeights:
+        """The task-agnostic stage's weights: the intermediate-layer terms only, no labels and no
+        logits (TinyBERT's general distillation)."""
+        return LossWeights(temperature=self.temperature, alpha_kd=0.0, alpha_ce=0.0,
+                           alpha_hidden=self.alpha_hidden, alpha_attn=self.alpha_attn,
+                           hidden_loss=self.hidden_loss)
 
     @classmethod
     def hard_labels(cls) -> LossWeights:
@@ -76,11 +135,27 @@ class LossWeights:
         return cls.from_config(DistillConfig(alpha_kd=0.0, alpha_ce=1.0))
 
 
+@dataclass(frozen=True)
+class LayerOutputs:
+    """The mapped intermediate layers of a batch, student and teacher in the same order (student
+    layer j of the map against its teacher layer). Shapes as `hidden_state_loss` and
+    `attention_loss` take them; the attention pair is None when alpha_attn is 0, the states when
+    alpha_hidden is 0."""
+
+    mask: torch.Tensor  # (batch, seq)
+    student_states: torch.Tensor | None = None  # (batch, layers, seq, hidden_t), projected
+    teacher_states: torch.Tensor | None = None  # (batch, layers, seq, hidden_t)
+    student_attn: torch.Tensor | None = None  # (batch, layers, heads_s, seq, seq)
+    teacher_attn: torch.Tensor | None = None  # (batch, layers, heads_t, seq, seq)
+
+
 def distill_loss(student_logits: torch.Tensor, labels: torch.Tensor, w: LossWeights,
                  teacher_logits: torch.Tensor | None = None,
                  student_hidden: torch.Tensor | None = None,
-                 teacher_hidden: torch.Tensor | None = None) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-    """The weighted total and each term on its own (detached), for logging.
+                 teacher_hidden: torch.Tensor | None = None,
+                 layers: LayerOutputs | None = None) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """The weighted total and each term on its own (detached), for logging. `layers`: the
+    mapped intermediate layers of both models (needed when alpha_hidden or alpha_attn > 0).
 
     Terms whose weight is 0 are not computed. With every teacher weight at 0 this is plain
     fine-tuning, which is how the one train loop also fine-tunes teachers.
@@ -104,6 +179,16 @@ def distill_loss(student_logits: torch.Tensor, labels: torch.Tensor, w: LossWeig
             raise ValueError("alpha_cos > 0 but hidden states are missing")
         terms["loss_cos"] = cosine_loss(student_hidden, teacher_hidden)
         total = total + w.alpha_cos * terms["loss_cos"]
+    if w.layer_terms:
+        if layers is None:
+            raise ValueError("alpha_hidden/alpha_attn > 0 but the intermediate layers are missing")
+        if w.alpha_hidden > 0:
+            terms["loss_hidden"] = hidden_state_loss(layers.student_states, layers.teacher_states, layers.mask,
+                                                     w.hidden_loss)
+            total = total + w.alpha_hidden * terms["loss_hidden"]
+        if w.alpha_attn > 0:
+            terms["loss_attn"] = attention_loss(layers.student_attn, layers.teacher_attn, layers.mask)
+            total = total + w.alpha_attn * terms["loss_attn"]
     return total, {k: v.detach() for k, v in terms.items()}
 
 

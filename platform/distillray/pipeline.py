@@ -147,15 +147,22 @@ def link_logits(out: Path, shard_dir: str) -> None:
 
 def student_init_dir(task: Task, teacher_dir: str, layers: list[int] | None) -> str:
     """Build the student from the teacher once, on the driver, and save it: train workers and
-    Tune trials load this dir and never the teacher."""
-    from distillray.models import build_student, default_layers, load_classifier, load_tokenizer, model_config, save_model_dir
+    Tune trials load this dir and never the teacher. Its shape and init are `student.*`'s, with
+    `layers` (a Tune trial's) in place of student.layers."""
+    from distillray.models import build_student, load_classifier, load_tokenizer, model_config, save_model_dir, source_layers
     from distillray.tasks.classification import TASK_KEY
 
-    n = model_config(teacher_dir).num_hidden_layers
-    layers = layers if layers is not None else default_layers(n)
-    out = task.dest("work", f"student-init-{'-'.join(map(str, layers))}")
+    st = task.cfg.student.model_copy(update={"layers": layers}) if layers is not None else task.cfg.student
+    layers = source_layers(st, model_config(teacher_dir).num_hidden_layers)
+    name = f"student-init-{'-'.join(map(str, layers))}"
+    shaped = st.init != "copy" or st.hidden_size is not None
+    if shaped:
+        name = f"student-init-{st.init}-L{len(layers)}-H{st.hidden_size or 'T'}-{'-'.join(map(str, layers))}"
+    out = task.dest("work", name)
     marker = storage.join(out, "distillray.json")
     want = {"teacher": str(teacher_dir), "layers": layers, "task": task.cfg.data.task}
+    if shaped:
+        want |= {"init": st.init, "hidden_size": st.hidden_size, "seed": task.cfg.train.seed}
     if not (storage.is_file(marker) and {k: json.loads(storage.read_bytes(marker)).get(k) for k in want} == want):
         if task.cfg.data.task == "qa":
             from distillray.tasks.qa import build_qa_student, load_qa_model
@@ -163,7 +170,7 @@ def student_init_dir(task: Task, teacher_dir: str, layers: list[int] | None) -> 
             student = build_qa_student(load_qa_model(teacher_dir, allow_pickle=task.cfg.teacher.allow_pickle), layers)
         else:
             teacher = load_classifier(teacher_dir, allow_pickle=task.cfg.teacher.allow_pickle)
-            student = build_student(teacher, layers)
+            student = build_student(teacher, layers, student=st if shaped else None, seed=task.cfg.train.seed)
         setattr(student.config, TASK_KEY, task.cfg.data.task)  # the exported student's config records it
         save_model_dir(student, load_tokenizer(teacher_dir), out, extra=want)
     return out
@@ -184,7 +191,66 @@ def check_shards(task: Task, shard_dir: str, teacher_dir: str | None) -> Shards:
     if task.cfg.distill.alpha_cos > 0 and not manifest.get("store_hidden"):
         raise ShardError(f"{shard_dir}: distill.alpha_cos>0 needs teacher hidden states, which these "
                          "shards lack; fix: run precompute with precompute.store_hidden=true")
+    from distillray.data.shards import check_layer_states
+
+    check_layer_states(manifest, shard_dir, _wanted_layer_states(task.cfg, manifest))
     return Shards(shard_dir, manifest)
+
+
+def _wanted_layer_states(cfg: Config, manifest: dict[str, Any]) -> dict[str, Any] | None:
+    """The teacher layers this run's intermediate-layer losses read (None: those terms are off)."""
+    d = cfg.distill
+    if not (d.alpha_hidden > 0 or d.alpha_attn > 0):
+        return None
+    from distillray.models import distill_layer_map
+
+    n = int((manifest.get("layer_states") or {}).get("teacher_layers") or _teacher_layers(manifest))
+    pairs = distill_layer_map(cfg.student, d.layer_map, n)
+    return {"layers": sorted({t for _, t in pairs}), "hidden": d.alpha_hidden > 0, "attention": d.alpha_attn > 0,
+            "hidden_size": manifest["teacher"].get("hidden_size"), "pairs": pairs}
+
+
+def _teacher_layers(manifest: dict[str, Any]) -> int:
+    from distillray.models import model_config
+
+    return model_config(manifest["teacher"]["path"]).num_hidden_layers
+
+
+def _layers_for_loop(cfg: Config, shards: Shards) -> dict[str, Any] | None:
+    """LoopSpec.layers: the layer map against the layers stored in `shards` (None: terms off)."""
+    from distillray.training.loop import layer_spec
+
+    want = _wanted_layer_states(cfg, shards.manifest)
+    return layer_spec(want["pairs"], shards.manifest["layer_states"]) if want else None
+
+
+def general_distill(cfg: Config, shards: Shards, init_dir: str, out_dir: str) -> tuple[str, FitResult | None]:
+    """The task-agnostic stage (`student.general_distill_steps`; TinyBERT's general distillation):
+    the one train loop, on every shard row (augmented and unlabelled text included), with the
+    intermediate-layer terms only: no labels, no logits. Returns the dir the task stage starts
+    from (`init_dir` itself when the stage is off) and its run."""
+    from distillray.data.batches import shard_dataset, should_cache
+    from distillray.data.shards import shard_paths
+    from distillray.distributed.ray_train import fit
+    from distillray.training.loop import LoopSpec, steps_per_epoch, train_loop_per_worker
+
+    steps = cfg.student.general_distill_steps
+    if not steps:
+        return init_dir, None
+    t0 = time.time()
+    paths = shard_paths(shards.dir, shards.manifest)
+    train_ds = shard_dataset(paths, cfg.train.seed, "general-shards", cache=should_cache(paths, cfg.train.cache_shards))
+    per_epoch = steps_per_epoch(shards.rows, cfg.train)
+    schedule = ScheduleConfig(epochs=-(-steps // per_epoch), max_steps=steps, batch_size=cfg.train.batch_size,
+                              lr=cfg.train.lr)
+    spec = LoopSpec(config=cfg.to_dict(), stage="general", schedule=schedule.model_dump(),
+                    freeze_embeddings=cfg.train.freeze_embeddings,
+                    weights=vars(LossWeights.from_config(cfg.distill).general()).copy(), model_init=init_dir,
+                    export_dir=out_dir, train_rows=shards.rows, layers=_layers_for_loop(cfg, shards))
+    result = fit(train_loop_per_worker, spec, {"train": train_ds}, name=f"{cfg.run_name}-general",
+                 storage_path=run_dest(cfg, "ray"))
+    _write_history(local_run_dir(cfg) / "metrics" / "general.jsonl", result.history)
+    return result.export_dir or out_dir, dataclasses.replace(result, seconds=time.time() - t0)
 
 
 def distill_student(cfg: Config, shards: Shards, init_dir: str, dev: TextDataset | None,
@@ -210,7 +276,7 @@ def distill_student(cfg: Config, shards: Shards, init_dir: str, dev: TextDataset
     spec = LoopSpec(config=cfg.to_dict(), stage="distill", schedule=ScheduleConfig.of(cfg.train).model_dump(),
                     freeze_embeddings=cfg.train.freeze_embeddings,
                     weights=vars(LossWeights.from_config(cfg.distill)).copy(), model_init=init_dir,
-                    export_dir=export_dir, train_rows=train_rows)
+                    export_dir=export_dir, train_rows=train_rows, layers=_layers_for_loop(cfg, shards))
     result = fit(train_loop_per_worker, spec, datasets, name=options.name or f"{cfg.run_name}-student",
                  storage_path=run_dest(cfg, "ray"), callbacks=options.callbacks,
                  gpus_per_worker=options.gpus_per_worker)

@@ -95,11 +95,35 @@ def check_teacher(cfg: Config) -> None:
 
     mcfg = model_config(cfg.teacher.model)
     n = mcfg.num_hidden_layers
-    check_layers(cfg.student.layers if cfg.student.layers is not None else default_layers(n), n)
+    if cfg.student.init == "copy" and cfg.student.num_layers is None:
+        check_layers(cfg.student.layers if cfg.student.layers is not None else default_layers(n), n)
+    elif cfg.student.layers is not None:
+        check_layers(cfg.student.layers, n)
+    check_student_shape(cfg, mcfg)
     limit = getattr(mcfg, "max_position_embeddings", None)
     if limit and cfg.data.max_length > limit:
         raise ConfigError(f"config error: data.max_length={cfg.data.max_length} exceeds the teacher's "
                           f"{limit} positions; fix: set data.max_length={min(limit, 512)}")
+
+
+def check_student_shape(cfg: Config, teacher_cfg) -> None:
+    """student.* depth, width and init, and distill.layer_map, against the teacher's shape."""
+    from distillray.models import student_shape
+
+    shape = student_shape(teacher_cfg, cfg.student)
+    n, d = teacher_cfg.num_hidden_layers, cfg.distill
+    if d.layer_map is not None:
+        if len(d.layer_map) != shape["num_hidden_layers"]:
+            raise ConfigError(f"config error: distill.layer_map={d.layer_map} names {len(d.layer_map)} student layers "
+                              f"but the student has {shape['num_hidden_layers']}; fix: one teacher layer (or -1) each")
+        if max(d.layer_map) >= n:
+            raise ConfigError(f"config error: distill.layer_map={d.layer_map}: the teacher has layers 0..{n - 1}; "
+                              "fix: use indexes in that range")
+    heads = teacher_cfg.num_attention_heads
+    if d.alpha_attn > 0 and heads % shape["num_attention_heads"]:
+        raise ConfigError(f"config error: distill.alpha_attn>0 matches each student head with a group of teacher "
+                          f"heads, but the student's {shape['num_attention_heads']} heads do not divide the "
+                          f"teacher's {heads}; fix: pick student.hidden_size so they do, or distill.alpha_attn=0")
 
 
 def check_resources(cfg: Config) -> None:

@@ -37,6 +37,7 @@ def check(cfg: BaseModel) -> None:
             f"config error: distill.alpha_cos={d.alpha_cos} needs the teacher's hidden states "
             "in the shards; fix: set precompute.store_hidden=true (or distill.alpha_cos=0)"
         )
+    _check_layer_distill(cfg)
     w, o = cfg.workers, cfg.optim
     for stage, key in ((cfg.train, "train"), (cfg.finetune, "finetune")):
         per = w.num_workers * o.grad_accum
@@ -86,6 +87,33 @@ def check(cfg: BaseModel) -> None:
     for key, spec in cfg.tune.space.items():
         _check_space(key, spec, known)
     check_augment(cfg.augment)
+
+
+def _check_layer_distill(cfg: BaseModel) -> None:
+    """student.* shape keys and the intermediate-layer terms that go with them."""
+    st, d = cfg.student, cfg.distill
+    if st.layers is not None and st.num_layers is not None and len(st.layers) != st.num_layers:
+        raise ConfigError(f"config error: student.layers={st.layers} has {len(st.layers)} layers but "
+                          f"student.num_layers={st.num_layers}; fix: set one of them (or make them agree)")
+    if st.init == "scratch" and st.layers is not None:
+        raise ConfigError(f"config error: student.init=scratch copies no teacher layers, so student.layers="
+                          f"{st.layers} means nothing; fix: set student.num_layers={len(st.layers)} instead")
+    layer_terms = d.alpha_hidden > 0 or d.alpha_attn > 0
+    if st.general_distill_steps and not layer_terms:
+        raise ConfigError(f"config error: student.general_distill_steps={st.general_distill_steps} trains on "
+                          "the intermediate layers only, but distill.alpha_hidden and alpha_attn are 0; "
+                          "fix: set distill.alpha_hidden=1 (and/or distill.alpha_attn=1)")
+    if d.layer_map is not None:
+        n = st.num_layers or (len(st.layers) if st.layers is not None else None)
+        if n is not None and len(d.layer_map) != n:
+            raise ConfigError(f"config error: distill.layer_map={d.layer_map} names {len(d.layer_map)} student "
+                              f"layers but the student has {n}; fix: one teacher layer (or -1) per student layer")
+        if any(t < -1 for t in d.layer_map) or all(t == -1 for t in d.layer_map):
+            raise ConfigError(f"config error: distill.layer_map={d.layer_map}: each entry is a 0-based teacher "
+                              "layer or -1 (no match), and at least one must match; fix: e.g. distill.layer_map=[1,3,5]")
+    if cfg.data.task == "qa" and layer_terms:
+        raise ConfigError("config error: distill.alpha_hidden/alpha_attn are not wired for data.task=qa; "
+                          "fix: set them to 0")
 
 
 _WORD_METHODS = ("mask", "neighbour", "dropout")  # one draw per word picks at most one of these

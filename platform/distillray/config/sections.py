@@ -85,7 +85,21 @@ class TeacherConfig(_Section):
 
 class StudentConfig(_Section):
     layers: list[int] | None = None
-    """Teacher layer indexes the student copies; null: every other layer."""
+    """Teacher layer indexes the student copies (init=copy) or truncates (init=truncate); null: every
+    other layer, or with student.num_layers that many evenly spaced ones (the last is the teacher's last)."""
+    num_layers: int | None = Field(default=None, ge=1)
+    """Encoder layers of the student; null: len(student.layers)."""
+    hidden_size: int | None = Field(default=None, ge=8)
+    """Width of the student; null: the teacher's. Heads scale with it (the teacher's head size is
+    kept) and so does the FFN; a width other than the teacher's needs init=truncate or scratch."""
+    init: Literal["copy", "truncate", "scratch"] = "copy"
+    """copy: the teacher's embeddings, chosen layers and head (DistilBERT); truncate: the same,
+    each matrix sliced to the student's width (its first heads whole); scratch: random weights
+    (seeded by train.seed), the teacher's vocabulary and tokenizer."""
+    general_distill_steps: int = Field(default=0, ge=0)
+    """Steps of a task-agnostic stage before the task stage: the student learns the teacher's
+    intermediate layers (distill.alpha_hidden, alpha_attn) on every shard row, labels unused
+    (TinyBERT's general distillation; add text with augment.*). 0: none."""
 
 
 class PruneConfig(_Section):
@@ -191,6 +205,18 @@ class DistillConfig(_Section):
     """Weight of 1 - cos(student, teacher) on the final [CLS] hidden states."""
     alpha_mse: float = Field(default=0.0, ge=0, le=1)
     """Weight of the MSE between student and teacher logits."""
+    alpha_hidden: float = Field(default=0.0, ge=0)
+    """Weight of the hidden-state loss on the mapped layers (TinyBERT); a learned linear projection
+    maps a narrower student to the teacher's width (trained with the student, not exported).
+    Precompute then stores the teacher's mapped layers (fp16) in the shards."""
+    alpha_attn: float = Field(default=0.0, ge=0)
+    """Weight of TinyBERT's attention loss: MSE between the attention distributions of the mapped
+    layers (each student head against the mean of its group of teacher heads)."""
+    hidden_loss: Literal["mse", "cosine"] = "mse"
+    """The hidden-state loss: mse (TinyBERT) or cosine (1 - cos per token)."""
+    layer_map: list[int] | None = None
+    """Teacher layer (0-based) each student layer learns from, in student layer order; -1: none.
+    null: the teacher layers the student was built from (student.layers or its default)."""
 
 
 class ScheduleConfig(_Section):

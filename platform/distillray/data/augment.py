@@ -70,7 +70,7 @@ def enabled(a: AugmentConfig) -> bool:
 def trains_on_unlabelled(d: DistillConfig) -> bool:
     """Whether a loss with these weights learns anything from rows with no gold label (any
     teacher term on). A hard-label-only run must skip them."""
-    return d.alpha_kd > 0 or d.alpha_mse > 0 or d.alpha_cos > 0
+    return d.alpha_kd > 0 or d.alpha_mse > 0 or d.alpha_cos > 0 or d.alpha_hidden > 0 or d.alpha_attn > 0
 
 
 # ---------------------------------------------------------------------------------------------

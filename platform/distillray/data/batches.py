@@ -10,6 +10,7 @@ rows stop paying for long ones, while the order of batches stays random.
 from __future__ import annotations
 
 import random
+from dataclasses import dataclass
 from typing import Any, Iterator
 
 import numpy as np
@@ -28,12 +29,37 @@ def _stack(col: Any) -> np.ndarray:
     return arr.astype(np.float32)
 
 
-def collate(rows: dict[str, Any], idx: np.ndarray, pad_id: int) -> Batch:
+@dataclass(frozen=True)
+class StateLayout:
+    """The shape of the stored teacher layers (shards' `layer_states`): a row's flat
+    teacher_states is (layers, len, hidden), its teacher_attn (layers, heads, len, len)."""
+
+    layers: int
+    hidden: int
+    heads: int
+
+
+def _pad_states(flat: list, lengths: list[int], inner: tuple[int, ...], square: bool) -> torch.Tensor:
+    """Rows of flat fp16 arrays -> one zero-padded float32 tensor: (batch, layers, len, hidden) or,
+    with `square`, (batch, layers, heads, len, len)."""
+    n = max(lengths)
+    out = torch.zeros((len(flat), *inner, n, n) if square else (len(flat), inner[0], n, inner[1]))
+    for b, (a, m) in enumerate(zip(flat, lengths)):
+        a = torch.from_numpy(np.asarray(a, dtype=np.float32))
+        if square:
+            out[b, :, :, :m, :m] = a.view(*inner, m, m)
+        else:
+            out[b, :, :m] = a.view(inner[0], m, inner[1])
+    return out
+
+
+def collate(rows: dict[str, Any], idx: np.ndarray, pad_id: int, states: StateLayout | None = None) -> Batch:
     """Pad the chosen rows of a numpy batch into tensors.
 
     Returns input_ids, attention_mask (batch, len); labels (batch,); token_type_ids (batch, len)
     for sentence pairs; teacher_logits (batch, num_labels) and teacher_hidden (batch, hidden)
-    when the rows carry them.
+    when the rows carry them; with `states`, teacher_states (batch, layers, len, hidden) and
+    teacher_attn (batch, layers, heads, len, len) when the rows carry them.
     """
     if "start_position" in rows:
         return collate_qa(rows, idx, pad_id)
@@ -45,6 +71,14 @@ def collate(rows: dict[str, Any], idx: np.ndarray, pad_id: int) -> Batch:
     for key in ("teacher_logits", "teacher_hidden"):
         if key in rows:
             out[key] = torch.from_numpy(_stack(rows[key])[idx])
+    if states is not None:
+        lengths = [len(rows["input_ids"][i]) for i in idx]
+        if "teacher_states" in rows:
+            out["teacher_states"] = _pad_states([rows["teacher_states"][i] for i in idx], lengths,
+                                                (states.layers, states.hidden), square=False)
+        if "teacher_attn" in rows:
+            out["teacher_attn"] = _pad_states([rows["teacher_attn"][i] for i in idx], lengths,
+                                              (states.layers, states.heads), square=True)
     return out
 
 
@@ -75,7 +109,7 @@ def batch_rows(batch: Batch) -> int:
 
 
 def bucketed_batches(windows: Iterator[dict[str, Any]], micro_batch: int, seed: int,
-                     pad_id: int, bucket: bool = True) -> Iterator[Batch]:
+                     pad_id: int, bucket: bool = True, states: StateLayout | None = None) -> Iterator[Batch]:
     """Yield micro-batches from numpy windows (dicts of columns), bucketed by length."""
     rng = random.Random(seed)
     carry: dict[str, list] | None = None
@@ -91,7 +125,7 @@ def bucketed_batches(windows: Iterator[dict[str, Any]], micro_batch: int, seed: 
         chunks = [order[i:i + micro_batch] for i in range(0, full, micro_batch)]
         rng.shuffle(chunks)
         for idx in chunks:
-            yield collate(window, idx, pad_id)
+            yield collate(window, idx, pad_id, states)
         rest = order[full:]
         carry = {k: [window[k][i] for i in rest] for k in window} if len(rest) else None
 

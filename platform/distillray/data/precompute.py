@@ -38,7 +38,8 @@ class TeacherLogits:
     """Ray Data actor: tokenise a block of texts and run the teacher over it."""
 
     def __init__(self, model_dir: str, max_length: int, batch_size: int, logits_dtype: str,
-                 store_hidden: bool, use_gpu: bool, threads: int, run_name: str = "") -> None:
+                 store_hidden: bool, use_gpu: bool, threads: int, run_name: str = "",
+                 layer_states: dict[str, Any] | None = None) -> None:
         import torch
 
         from distillray.inference import pick_device
@@ -52,6 +53,9 @@ class TeacherLogits:
         self.max_length, self.batch_size = max_length, batch_size
         self.logits_dtype, self.store_hidden = logits_dtype, store_hidden
         self.run_name = run_name
+        self.layer_states = layer_states
+        if layer_states and layer_states["attention"]:
+            self.model.set_attn_implementation("eager")  # sdpa returns no attention probabilities
 
     def __call__(self, batch: pa.Table) -> pa.Table:
         from distillray.inference import forward_sorted
@@ -61,10 +65,16 @@ class TeacherLogits:
         texts = batch.column("text").to_pylist()
         items = list(zip(texts, batch.column("text_pair").to_pylist())) if "text_pair" in batch.column_names else texts
         seqs, types = tokenize(self.tokenizer, items, self.max_length)
-        logits, hidden = forward_sorted(self.model, seqs, self.batch_size,
-                                        self.tokenizer.pad_token_id or 0, self.device, self.store_hidden, types)
+        pad_id = self.tokenizer.pad_token_id or 0
+        states = attn = None
+        if self.layer_states:
+            logits, hidden, states, attn = forward_layers(self.model, seqs, self.batch_size, pad_id, self.device,
+                                                          self.store_hidden, types, self.layer_states)
+        else:
+            logits, hidden = forward_sorted(self.model, seqs, self.batch_size, pad_id, self.device,
+                                            self.store_hidden, types)
         table = shards.make_table(batch.column("id").to_numpy(), seqs, batch.column("label").to_numpy(),
-                                  logits, hidden, self.logits_dtype, types)
+                                  logits, hidden, self.logits_dtype, types, states, attn)
         record_precompute(table.num_rows, time.time() - t0, self.run_name)
         return table
 
@@ -112,6 +122,57 @@ class QATeacherLogits:
         return table
 
 
+def forward_layers(model, seqs: list, batch_size: int, pad_id: int, device, want_hidden: bool,
+                   types: list | None, layer_states: dict[str, Any]):
+    """`forward_sorted` plus, per row, the stored teacher layers' hidden states (layers, len,
+    hidden) and attention distributions (layers, heads, len, len) as fp16, unpadded (None for a
+    kind not stored)."""
+    import torch
+
+    from distillray.inference import pad
+
+    layers, want_states, want_attn = layer_states["layers"], layer_states["hidden"], layer_states["attention"]
+    order = np.argsort([len(x) for x in seqs], kind="stable")
+    logits = np.empty((len(seqs), model.config.num_labels), dtype=np.float32)
+    hidden = np.empty((len(seqs), model.config.hidden_size), dtype=np.float32) if want_hidden else None
+    states: list = [None] * len(seqs)
+    attn: list = [None] * len(seqs)
+    with torch.inference_mode():
+        for start in range(0, len(seqs), batch_size):
+            idx = order[start:start + batch_size]
+            ids, mask = pad([seqs[i] for i in idx], pad_id)
+            extra = {} if types is None else {"token_type_ids": pad([types[i] for i in idx], 0)[0].to(device)}
+            out = model(input_ids=ids.to(device), attention_mask=mask.to(device), output_hidden_states=True,
+                        output_attentions=want_attn, **extra)
+            logits[idx] = out.logits.float().cpu().numpy()
+            if want_hidden:
+                hidden[idx] = out.hidden_states[-1][:, 0].float().cpu().numpy()
+            hs = torch.stack([out.hidden_states[t + 1] for t in layers], 1).half().cpu().numpy() if want_states else None
+            at = torch.stack([out.attentions[t] for t in layers], 1).half().cpu().numpy() if want_attn else None
+            for k, i in enumerate(idx):
+                n = len(seqs[i])
+                if hs is not None:
+                    states[i] = hs[k, :, :n]  # (layers, len, hidden)
+                if at is not None:
+                    attn[i] = at[k, :, :, :n, :n]  # (layers, heads, len, len)
+    return logits, hidden, states if want_states else None, attn if want_attn else None
+
+
+def layer_states_meta(cfg: Config, teacher_dir: str) -> dict[str, Any] | None:
+    """Which teacher layers (and which of hidden states / attention) the shards must store for
+    the run's intermediate-layer losses; None when those are off (the logits-only default)."""
+    d = cfg.distill
+    if not (d.alpha_hidden > 0 or d.alpha_attn > 0):
+        return None
+    from distillray.models import distill_layer_map, model_config
+
+    mcfg = model_config(teacher_dir)
+    pairs = distill_layer_map(cfg.student, d.layer_map, mcfg.num_hidden_layers)
+    return {"layers": sorted({t for _, t in pairs}), "hidden": d.alpha_hidden > 0, "attention": d.alpha_attn > 0,
+            "hidden_size": mcfg.hidden_size, "heads": mcfg.num_attention_heads, "dtype": "float16",
+            "teacher_layers": mcfg.num_hidden_layers}
+
+
 class ShardDatasink(Datasink):
     """Writes each block as one content-addressed shard (see `shards.write_shard`)."""
 
@@ -132,6 +193,11 @@ class PrecomputeResult:
     rows_computed: int  # rows this run sent through the teacher (0 for a no-op)
     seconds: float
     reused: bool
+
+    @property
+    def bytes_per_row(self) -> float:
+        """Shard bytes on disk per row (manifests before this figure existed: 0)."""
+        return float(self.manifest.get("bytes_per_row", 0.0))
 
 
 def shard_meta(cfg: Config, train: TextDataset, teacher_dir: str) -> dict[str, Any]:
@@ -196,6 +262,9 @@ def run_precompute(cfg: Config, train: TextDataset, teacher_dir: str) -> Precomp
     unlabelled = augment.load_unlabelled(cfg)
     if augment.enabled(cfg.augment):
         meta["augment"] = augment.shard_meta(cfg.augment, unlabelled)
+    layer_states = layer_states_meta(cfg, teacher_dir)
+    if layer_states:
+        meta["layer_states"] = layer_states  # only then: the logits-only shard keys stay as they were
     out_dir = shard_dir_for(cfg, meta)
     storage.makedirs(out_dir)
     meta_path = storage.join(out_dir, shards.META)
@@ -240,7 +309,8 @@ def run_precompute(cfg: Config, train: TextDataset, teacher_dir: str) -> Precomp
                 model_dir=str(teacher_dir), max_length=cfg.data.max_length,
                 batch_size=cfg.precompute.batch_size, logits_dtype=cfg.precompute.logits_dtype,
                 store_hidden=cfg.precompute.store_hidden, use_gpu=use_gpu,
-                threads=int(max(1, cfg.precompute.cpus_per_actor)), run_name=cfg.run_name),
+                threads=int(max(1, cfg.precompute.cpus_per_actor)), run_name=cfg.run_name,
+                layer_states=layer_states),
             batch_size=None,  # one call per block: a block becomes one shard
             batch_format="pyarrow",
             compute=ray.data.ActorPoolStrategy(size=n_actors),
@@ -263,8 +333,10 @@ def run_precompute(cfg: Config, train: TextDataset, teacher_dir: str) -> Precomp
             f"{len(want)} ({len(missing)} missing, {len(extra)} unexpected); fix: run again "
             "(only the missing rows are recomputed)"
         )
-    manifest = shards.write_manifest(out_dir, {**meta, "sources": augment.source_counts(final.done_ids)},
-                                     final.valid)
+    size = storage.size_of([storage.join(out_dir, v["file"]) for v in final.valid])
+    manifest = shards.write_manifest(out_dir, {**meta, "sources": augment.source_counts(final.done_ids),
+                                               "bytes_per_row": size / max(1, len(final.done_ids))}, final.valid)
+    logger.info("precompute: %d rows, %.0f bytes per row on disk", len(final.done_ids), manifest["bytes_per_row"])
     return PrecomputeResult(out_dir, manifest, pending, time.time() - t0, reused=False)
 
 

@@ -8,6 +8,8 @@ A shard dir holds everything a student needs to learn from a teacher without run
     token_type_ids  list<int8>               sentence pairs only: segment of each token (0: a, 1: b)
     teacher_logits  fixed_size_list<f32|f16> raw logits at T = 1 (any T is applied later)
     teacher_hidden  fixed_size_list<f32|f16> optional: final-layer [CLS] hidden state
+    teacher_states  list<f16>                optional: the mapped layers' hidden states, (layers, len, hidden) flat
+    teacher_attn    list<f16>                optional: their attention distributions, (layers, heads, len, len) flat
 
 Extractive QA shards (manifest `task: qa`, `logit_layout: qa_start_end`) hold one row per window
 instead: id (window), example_id (its question), input_ids, token_type_ids, start_position /
@@ -47,7 +49,7 @@ _HASH_CHARS = 20
 
 
 def shard_schema(num_labels: int, logits_dtype: str, hidden_size: int | None,
-                 token_types: bool = False) -> pa.Schema:
+                 token_types: bool = False, states: bool = False, attn: bool = False) -> pa.Schema:
     ftype = pa.float16() if logits_dtype == "float16" else pa.float32()
     fields = [
         pa.field("id", pa.int64(), nullable=False),
@@ -61,17 +63,30 @@ def shard_schema(num_labels: int, logits_dtype: str, hidden_size: int | None,
     ]
     if hidden_size:
         fields.append(pa.field("teacher_hidden", pa.list_(ftype, hidden_size), nullable=False))
+    fields += [pa.field(name, pa.list_(pa.float16()), nullable=False)
+               for name, on in (("teacher_states", states), ("teacher_attn", attn)) if on]
     return pa.schema(fields)
+
+
+def _flat_f16(arrays: list[np.ndarray]) -> pa.ListArray:
+    """One list<f16> row per array (any shape, flattened)."""
+    flat = [np.asarray(a, np.float16).ravel() for a in arrays]
+    offsets = np.concatenate([[0], np.cumsum([len(a) for a in flat])]).astype(np.int32)
+    values = np.concatenate(flat) if flat else np.empty(0, np.float16)
+    return pa.ListArray.from_arrays(pa.array(offsets, pa.int32()), pa.array(values, pa.float16()))
 
 
 def make_table(ids: np.ndarray, input_ids: list[list[int]], labels: np.ndarray,
                logits: np.ndarray, hidden: np.ndarray | None, logits_dtype: str,
-               token_type_ids: list[list[int]] | None = None) -> pa.Table:
+               token_type_ids: list[list[int]] | None = None, states: list[np.ndarray] | None = None,
+               attn: list[np.ndarray] | None = None) -> pa.Table:
     """Build one shard table. logits: (rows, num_labels); hidden: (rows, hidden) or None;
-    token_type_ids: per row, for sentence pairs (None: single texts)."""
+    token_type_ids: per row, for sentence pairs (None: single texts); states / attn: per row,
+    (layers, len, hidden) / (layers, heads, len, len), stored as fp16."""
     np_dtype = np.float16 if logits_dtype == "float16" else np.float32
     schema = shard_schema(logits.shape[1], logits_dtype, hidden.shape[1] if hidden is not None else None,
-                          token_types=token_type_ids is not None)
+                          token_types=token_type_ids is not None, states=states is not None,
+                          attn=attn is not None)
     cols = {
         "id": pa.array(ids, pa.int64()),
         "input_ids": pa.array(input_ids, pa.list_(pa.int32())),
@@ -84,6 +99,10 @@ def make_table(ids: np.ndarray, input_ids: list[list[int]], labels: np.ndarray,
     if hidden is not None:
         cols["teacher_hidden"] = pa.FixedSizeListArray.from_arrays(
             pa.array(hidden.astype(np_dtype).ravel()), hidden.shape[1])
+    if states is not None:
+        cols["teacher_states"] = _flat_f16(states)
+    if attn is not None:
+        cols["teacher_attn"] = _flat_f16(attn)
     return pa.Table.from_pydict(cols, schema=schema)
 
 
@@ -260,3 +279,18 @@ def check_compatible(manifest: dict[str, Any], shard_dir: str, *, teacher_hash: 
                 f"{shard_dir}: shards were computed with {what} {shown(have)!r}, but this run uses "
                 f"{shown(want)!r}; fix: {fix}"
             )
+
+
+def check_layer_states(manifest: dict[str, Any], shard_dir: str, want: dict[str, Any] | None) -> None:
+    """Refuse shards that lack the teacher layers (or the kind of state) a run's intermediate-layer
+    losses need. `want`: the run's `layer_states` (None: it needs none)."""
+    if not want:
+        return
+    have = manifest.get("layer_states") or {}
+    missing = sorted(set(want["layers"]) - set(have.get("layers", [])))
+    kinds = [k for k in ("hidden", "attention") if want.get(k) and not have.get(k)]
+    if missing or kinds or have.get("hidden_size") != want["hidden_size"]:
+        raise ShardError(
+            f"{shard_dir}: this run's intermediate-layer losses need the teacher's layers {want['layers']} "
+            f"({', '.join(k for k in ('hidden', 'attention') if want.get(k))}), but the shards hold "
+            f"{have or 'none'}; fix: run precompute with this run's distill.* and student.* settings")

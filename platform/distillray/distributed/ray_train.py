@@ -95,7 +95,10 @@ def dev_rows() -> dict[str, list] | None:
     """The whole dev set, materialised once per worker (it is small and read at every eval)."""
     import ray.train
 
-    it = ray.train.get_dataset_shard("dev")
+    try:
+        it = ray.train.get_dataset_shard("dev")
+    except KeyError:  # Ray Train v2: a run given no dev set (the task-agnostic stage)
+        return None
     if it is None:
         return None
     rows: dict[str, list] = {"input_ids": [], "label": []}

@@ -13,12 +13,25 @@ from distillray.models.hf import (
     tokenizer_hash,
 )
 from distillray.models.pruned_bert import register as _register_pruned_bert
-from distillray.models.student import build_student, default_layers, freeze_word_embeddings, layer_map
+from distillray.models.student import (
+    LayerDistillModel,
+    build_student,
+    default_layers,
+    distill_layer_map,
+    freeze_word_embeddings,
+    layer_map,
+    source_layers,
+    student_shape,
+)
 
 _register_pruned_bert()  # Auto classes load head-pruned BERT dirs (model_type "pruned_bert")
 
 __all__ = [
+    "LayerDistillModel",
     "build_student",
+    "distill_layer_map",
+    "source_layers",
+    "student_shape",
     "content_hash",
     "default_layers",
     "export_model",

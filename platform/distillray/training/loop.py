@@ -23,8 +23,8 @@ import numpy as np
 import torch
 
 from distillray.config import Config, ScheduleConfig, WorkersConfig
-from distillray.data.batches import batch_rows, bucketed_batches, collate, to_device
-from distillray.losses import LossWeights, distill_loss, qa_distill_loss
+from distillray.data.batches import StateLayout, batch_rows, bucketed_batches, collate, to_device
+from distillray.losses import LayerOutputs, LossWeights, distill_loss, qa_distill_loss
 from distillray.metrics import record_train
 from distillray.tasks.classification import POSITIVE, f1_from_counts
 
@@ -51,13 +51,16 @@ class LoopSpec:
     """Everything a worker needs, as plain data (it crosses into Ray workers as a dict)."""
 
     config: dict[str, Any]  # Config.to_dict() of the run
-    stage: str  # "finetune" | "distill" (names metrics and checkpoints)
+    stage: str  # "finetune" | "general" | "distill" (names metrics and checkpoints)
     schedule: dict[str, Any]  # this stage's ScheduleConfig (train or finetune)
     freeze_embeddings: bool  # train.freeze_embeddings for the student; never for the teacher
     weights: dict[str, float]  # LossWeights fields
     model_init: str  # HF model dir the run starts from
     export_dir: str | None  # where rank 0 writes the final model (None: do not export)
     train_rows: int
+    # intermediate-layer terms (`layer_spec`): student layers, the index of each one's teacher layer
+    # among the stored ones, and the stored layers' shape; None when those terms are off
+    layers: dict[str, Any] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -104,8 +107,18 @@ def param_groups(model: torch.nn.Module, weight_decay: float) -> list[dict[str, 
             {"params": no_decay, "weight_decay": 0.0}]
 
 
-def setup_model(model_init: str, freeze_embeddings: bool = False, task: str = "single") -> torch.nn.Module:
-    from distillray.models import freeze_word_embeddings, load_classifier
+def layer_spec(pairs: list[tuple[int, int]], layer_states: dict[str, Any]) -> dict[str, Any]:
+    """LoopSpec.layers for (student layer, teacher layer) pairs and the shards' `layer_states`."""
+    stored = list(layer_states["layers"])
+    return {"student_layers": [s for s, _ in pairs], "teacher_index": [stored.index(t) for _, t in pairs],
+            "stored": len(stored), "hidden_size": layer_states["hidden_size"], "heads": layer_states["heads"]}
+
+
+def setup_model(model_init: str, freeze_embeddings: bool = False, task: str = "single",
+                layers: dict[str, Any] | None = None, w: LossWeights | None = None) -> torch.nn.Module:
+    """The student to train; with `layers` (LoopSpec.layers) wrapped to also return its mapped
+    layers (`LayerDistillModel`: the projection to the teacher's width trains with it)."""
+    from distillray.models import LayerDistillModel, freeze_word_embeddings, load_classifier
 
     if task == "qa":
         from distillray.tasks.qa import load_qa_model
@@ -115,13 +128,18 @@ def setup_model(model_init: str, freeze_embeddings: bool = False, task: str = "s
         model = load_classifier(model_init)
     if freeze_embeddings:
         freeze_word_embeddings(model)
+    if layers is not None and w is not None and w.layer_terms:
+        model = LayerDistillModel(model, layers["student_layers"], layers["hidden_size"],
+                                  hidden=w.alpha_hidden > 0, attention=w.alpha_attn > 0)
     model.train()
     return model
 
 
-def train_step(engine, batch: dict[str, torch.Tensor], w: LossWeights) -> dict[str, torch.Tensor]:
+def train_step(engine, batch: dict[str, torch.Tensor], w: LossWeights,
+               teacher_index: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
     """Forward, loss, backward and (on accumulation boundaries) an optimizer step. The batch says
-    the task: QA windows carry gold start/end positions, classification rows labels."""
+    the task: QA windows carry gold start/end positions, classification rows labels.
+    `teacher_index`: per mapped student layer, its teacher layer's index in the stored states."""
     if "start_positions" in batch:
         out = engine(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
                      token_type_ids=batch["token_type_ids"])
@@ -131,13 +149,23 @@ def train_step(engine, batch: dict[str, torch.Tensor], w: LossWeights) -> dict[s
         engine.backward(loss)
         engine.step()
         return {"loss": loss.detach(), **terms}
-    out = engine(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
-                 token_type_ids=batch.get("token_type_ids"), output_hidden_states=w.alpha_cos > 0)
+    inputs = dict(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
+                  token_type_ids=batch.get("token_type_ids"), output_hidden_states=w.alpha_cos > 0)
+    layers = None
+    if w.layer_terms:
+        out, s_states, s_attn = engine(layer_outputs=True, **inputs)
+        pick = (lambda key: batch[key].index_select(1, teacher_index.to(batch[key].device)))
+        layers = LayerOutputs(mask=batch["attention_mask"], student_states=s_states, student_attn=s_attn,
+                              teacher_states=pick("teacher_states") if s_states is not None else None,
+                              teacher_attn=pick("teacher_attn") if s_attn is not None else None)
+    else:
+        out = engine(**inputs)
     loss, terms = distill_loss(
         out.logits, batch["labels"], w,
         teacher_logits=batch.get("teacher_logits"),
         student_hidden=out.hidden_states[-1][:, 0] if w.alpha_cos > 0 else None,
         teacher_hidden=batch.get("teacher_hidden"),
+        layers=layers,
     )
     engine.backward(loss)
     engine.step()
@@ -251,7 +279,11 @@ def train_loop_per_worker(spec_dict: dict[str, Any]) -> dict[str, Any] | None:
     torch.manual_seed(run.seed)
     log = ray_train.rank0_logger(wc.rank)
 
-    model = setup_model(spec.model_init, spec.freeze_embeddings, cfg.data.task)
+    model = setup_model(spec.model_init, spec.freeze_embeddings, cfg.data.task, spec.layers, w)
+    states = teacher_index = None
+    if spec.layers is not None and w.layer_terms:
+        states = StateLayout(spec.layers["stored"], spec.layers["hidden_size"], spec.layers["heads"])
+        teacher_index = torch.tensor(spec.layers["teacher_index"], dtype=torch.long)
     if spec.freeze_embeddings:
         log.info("%s: train.freeze_embeddings: %d parameters stay as loaded", spec.stage,
                  sum(p.numel() for p in model.parameters() if not p.requires_grad))
@@ -301,14 +333,14 @@ def train_loop_per_worker(spec_dict: dict[str, Any]) -> dict[str, Any] | None:
     while state.step < n_steps and state.epoch < sched.epochs:
         batches = bucketed_batches(
             _windows(train_it, micro, 32, run.shuffle_buffer, run.seed + state.epoch),
-            micro, seed=run.seed * 1000 + state.epoch, pad_id=pad_id)
+            micro, seed=run.seed * 1000 + state.epoch, pad_id=pad_id, states=states)
         micro_limit = per_epoch * optim.grad_accum
         for k, batch in enumerate(batches):
             if k < state.micro_in_epoch:
                 continue  # resuming mid-epoch: skip what was already trained on
             if k >= micro_limit or state.step >= n_steps:
                 break
-            out = train_step(engine, to_device(batch, wc.device), w)
+            out = train_step(engine, to_device(batch, wc.device), w, teacher_index)
             state.micro_in_epoch = k + 1
             window_rows += batch_rows(batch) * wc.world
             if (k + 1) % optim.grad_accum:
@@ -340,6 +372,10 @@ def train_loop_per_worker(spec_dict: dict[str, Any]) -> dict[str, Any] | None:
 
     final = evaluate(engine, dev_rows, micro, pad_id, wc.rank, wc.world, wc.device, want_f1, qa_decoding)
     weights = deepspeed_engine.full_state_dict(engine)
+    if states is not None:
+        from distillray.models import LayerDistillModel
+
+        weights = LayerDistillModel.student_state(weights)  # the projection is not part of the student
     export = None
     if wc.rank == 0 and spec.export_dir:
         export = export_model(spec.model_init, weights, spec.export_dir)
