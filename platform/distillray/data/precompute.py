@@ -231,6 +231,24 @@ def shard_dir_for(cfg: Config, meta: dict[str, Any]) -> str:
     return storage.join(cfg.precompute.cache_dir, f"{stem}-L{cfg.data.max_length}-{key}")
 
 
+def open_shard_dir(cfg: Config, meta: dict[str, Any]) -> tuple[str, dict[str, Any] | None, Any]:
+    """The shard dir for `meta`, created with its meta file (a dir holding other inputs' shards is
+    refused), its manifest if one was written, and the shards found in it, checked against it."""
+    out_dir = shard_dir_for(cfg, meta)
+    storage.makedirs(out_dir)
+    meta_path = storage.join(out_dir, shards.META)
+    old_meta = shards.read_json(meta_path)
+    if old_meta is not None and key_inputs(old_meta) != key_inputs(meta):
+        raise ShardError(f"{out_dir}: holds shards for other inputs than this run's (its {shards.META} "
+                         "differs); fix: delete the dir, or set precompute.cache_dir elsewhere")
+    if old_meta is None:
+        shards.write_json(meta_path, meta)
+    old_manifest = shards.read_json(storage.join(out_dir, shards.MANIFEST))
+    expected = {s["file"]: s["sha256"] for s in old_manifest["shards"]} if old_manifest else None
+    found = shards.scan(out_dir, expected)
+    return out_dir, old_manifest, found
+
+
 def _num_actors(cfg: Config, use_gpu: bool) -> int:
     if cfg.precompute.num_actors:
         return cfg.precompute.num_actors
@@ -265,19 +283,7 @@ def run_precompute(cfg: Config, train: TextDataset, teacher_dir: str) -> Precomp
     layer_states = layer_states_meta(cfg, teacher_dir)
     if layer_states:
         meta["layer_states"] = layer_states  # only then: the logits-only shard keys stay as they were
-    out_dir = shard_dir_for(cfg, meta)
-    storage.makedirs(out_dir)
-    meta_path = storage.join(out_dir, shards.META)
-    old_meta = shards.read_json(meta_path)
-    if old_meta is not None and key_inputs(old_meta) != key_inputs(meta):
-        raise ShardError(f"{out_dir}: holds shards for other inputs than this run's (its {shards.META} "
-                         "differs); fix: delete the dir, or set precompute.cache_dir elsewhere")
-    if old_meta is None:
-        shards.write_json(meta_path, meta)
-
-    old_manifest = shards.read_json(storage.join(out_dir, shards.MANIFEST))
-    expected = {s["file"]: s["sha256"] for s in old_manifest["shards"]} if old_manifest else None
-    found = shards.scan(out_dir, expected)
+    out_dir, old_manifest, found = open_shard_dir(cfg, meta)
     use_gpu = cfg.workers.use_gpu if cfg.precompute.use_gpu is None else cfg.precompute.use_gpu
     n_actors = _num_actors(cfg, use_gpu)
     if augment.enabled(cfg.augment):
@@ -375,18 +381,7 @@ def run_qa_precompute(cfg: Config, train: Any, teacher_dir: str) -> PrecomputeRe
                               doc_stride=cfg.data.doc_stride)
     table = windows_table(windows)
     meta = qa_shard_meta(cfg, train, teacher_dir, table.num_rows)
-    out_dir = shard_dir_for(cfg, meta)
-    storage.makedirs(out_dir)
-    meta_path = storage.join(out_dir, shards.META)
-    old_meta = shards.read_json(meta_path)
-    if old_meta is not None and key_inputs(old_meta) != key_inputs(meta):
-        raise ShardError(f"{out_dir}: holds shards for other inputs than this run's (its {shards.META} "
-                         "differs); fix: delete the dir, or set precompute.cache_dir elsewhere")
-    if old_meta is None:
-        shards.write_json(meta_path, meta)
-    old_manifest = shards.read_json(storage.join(out_dir, shards.MANIFEST))
-    expected = {s["file"]: s["sha256"] for s in old_manifest["shards"]} if old_manifest else None
-    found = shards.scan(out_dir, expected)
+    out_dir, old_manifest, found = open_shard_dir(cfg, meta)
     use_gpu = cfg.workers.use_gpu if cfg.precompute.use_gpu is None else cfg.precompute.use_gpu
     n_actors = _num_actors(cfg, use_gpu)
     blocks = _pending_blocks(table, found.done_ids, cfg.precompute.shard_rows, n_actors)
