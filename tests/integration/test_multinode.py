@@ -27,7 +27,7 @@ ARGS = ["data.train=smoke", "data.dev=smoke", "data.text_column=sentence", "data
         "workers.num_workers=2", "workers.cpus_per_worker=1", "workers.resources={train_slot: 1}",
         "train.batch_size=16", "train.lr=2e-3", "train.log_every=8", "precompute.shard_rows=32",
         "precompute.num_actors=2", "precompute.cpus_per_actor=0.5", "teacher.finetune=false",
-        "checkpoint.every=8", "workers.max_failures=2", "train.cache_shards=false"]
+        "checkpoint.every=16", "workers.max_failures=2", "train.cache_shards=false"]
 EPOCHS, STEPS_PER_EPOCH = 2, 512 // 16
 
 

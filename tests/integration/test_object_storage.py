@@ -60,7 +60,7 @@ def distilled_on_s3(ray_local, tiny_teacher, s3, tmp_path_factory):
     os.environ["DISTILLRAY_CACHE"] = str(home)  # the driver's download cache (workers use their own)
     out, cache = s3("runs/tiny"), s3("cache/logits")
     space = 'tune.space={"distill.alpha_kd": {"type": "grid", "values": [0.2, 0.8]}}'
-    args = [*SMOKE, f"teacher.model={tiny_teacher}", "teacher.finetune=true", "train.epochs=1",
+    args = [*SMOKE, f"teacher.model={tiny_teacher}", "teacher.finetune=true", "finetune.epochs=1", "train.epochs=1",
             "workers.zero_stage=2", f"run.output_dir={out}", f"precompute.cache_dir={cache}",
             "tune.enabled=true", "tune.search=grid", "tune.max_concurrent=2", space]
     try:

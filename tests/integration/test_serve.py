@@ -409,7 +409,10 @@ def answering(cmd: list[str], port: int, log: list[str] | None = None):
     """Run a server command in its own session (its own local Ray) until it answers a classify on
     `port`; yield the base URL; stop it (SIGTERM, then SIGKILL), printing its output on failure and
     appending it to `log` if given."""
-    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"} | {"PYTHONPATH": str(REPO)}
+    # Ray holds a high-throughput ingress open for 30 s at shutdown so a cloud load balancer can
+    # deregister it; nothing sits in front of it here
+    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"} | {
+        "PYTHONPATH": str(REPO), "RAY_SERVE_DIRECT_INGRESS_MIN_DRAINING_PERIOD_S": "1"}
     proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                             start_new_session=True)
     url, failed = f"http://127.0.0.1:{port}", True
@@ -430,7 +433,7 @@ def answering(cmd: list[str], port: int, log: list[str] | None = None):
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGTERM)
         try:
-            out, _ = proc.communicate(timeout=120)  # Serve drains high-throughput replicas for 30 s
+            out, _ = proc.communicate(timeout=120)
         except subprocess.TimeoutExpired:
             os.killpg(proc.pid, signal.SIGKILL)
             out, _ = proc.communicate()

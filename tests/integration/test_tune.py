@@ -25,7 +25,7 @@ SMOKE = ["data.train=smoke", "data.dev=smoke", "data.text_column=sentence", "dat
          "workers.num_workers=1", "workers.cpus_per_worker=1", "train.batch_size=16", "train.lr=2e-3",
          "train.max_steps=8", "train.eval_every=4", "train.log_every=4", "checkpoint.every=0",
          "precompute.shard_rows=128", "run.num_cpus=4", "tune.max_concurrent=2"]
-GRID_T = 'tune.space={"distill.temperature": {"type": "grid", "values": [1e-40, 1, 2, 8]}}'
+GRID_T = 'tune.space={"distill.temperature": {"type": "grid", "values": [1e-40, 1, 8]}}'
 
 
 @pytest.fixture(scope="module")
@@ -73,7 +73,7 @@ def _read(path) -> str:
 
 @pytest.fixture(scope="module")
 def grid(prepared):
-    """A 4-trial grid over temperature, one value absurd (T = 1e-40 overflows logits / T: NaN
+    """A 3-trial grid over temperature, one value absurd (T = 1e-40 overflows logits / T: NaN
     loss from the first step)."""
     summary = run(prepared, "grid", "tune.search=grid", GRID_T, "tune.scheduler=asha")
     return {"summary": summary}
@@ -83,8 +83,8 @@ def test_grid_over_temperature_finishes_and_picks_the_best(grid, prepared):
     s = grid["summary"]
     out = prepared["root"] / "grid" / "tune"
     rows = list(csv.DictReader((out / "results.csv").open()))
-    assert len(rows) == len(s.trials) == 4
-    assert sorted(float(r["distill.temperature"]) for r in rows) == [1e-40, 1.0, 2.0, 8.0]
+    assert len(rows) == len(s.trials) == 3
+    assert sorted(float(r["distill.temperature"]) for r in rows) == [1e-40, 1.0, 8.0]
     ok = [r for r in rows if float(r["distill.temperature"]) >= 1]
     assert {r["status"] for r in ok} <= {"completed", "stopped_early"} and any(r["status"] == "completed" for r in ok)
     for r in ok:
@@ -97,7 +97,7 @@ def test_grid_over_temperature_finishes_and_picks_the_best(grid, prepared):
     assert best["config"]["distill"]["alpha_ce"] == 0.5  # temperature only: the weights stay as set
     assert best["checkpoint"].startswith(str(out)) and (out / "accuracy_vs_params.png").stat().st_size > 1000
     assert all("temperature=" in t["trial"] for t in s.trials)  # names say their params
-    assert s.as_dict()["trials"] == 4 and s.teacher_forwards_avoided == sum(int(r["steps"]) * 16 for r in rows)
+    assert s.as_dict()["trials"] == 3 and s.teacher_forwards_avoided == sum(int(r["steps"]) * 16 for r in rows)
 
 
 def test_a_failing_trial_does_not_stop_the_search(grid):
@@ -110,7 +110,7 @@ def test_a_failing_trial_does_not_stop_the_search(grid):
 
 def test_no_trial_touches_the_teacher(grid, prepared):
     assert not prepared["teacher"].exists()  # deleted before the search; yet the trials trained
-    assert sum(t["status"] != "failed" for t in grid["summary"].trials) == 3
+    assert sum(t["status"] != "failed" for t in grid["summary"].trials) == 2
     import inspect
 
     from distillray.tuning import search as ts

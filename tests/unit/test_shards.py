@@ -95,3 +95,26 @@ def test_shard_dir_is_keyed_by_teacher_content_not_its_path():
     other["teacher"]["content_hash"] = "h2"
     longer = copy.deepcopy(meta) | {"max_length": 128}
     assert key_inputs(other) != key_inputs(meta) and key_inputs(longer) != key_inputs(meta)
+
+
+def test_shard_dir_is_keyed_by_the_augment_config_and_unlabelled_files(tmp_path):
+    """Another number of copies, seed, method or unlabelled file is another shard dir, never a
+    silent reuse of rows labelled for other inputs."""
+    from distillray.config import load_config
+    from distillray.data import augment
+    from distillray.data.precompute import key_inputs
+
+    extra = tmp_path / "extra.tsv"
+    extra.write_text("text\na fine film\na dull one\n")
+    base = {"teacher": {"path": "/t", "content_hash": "h1"}, "tokenizer_hash": "t", "max_length": 64,
+            "dataset": {"source": "/data/train.tsv", "fingerprint": "f"}}
+
+    def key(*overrides):
+        cfg = load_config(None, ["augment.copies=2", "augment.methods=[mask,swap]", *overrides])
+        return key_inputs(base | {"augment": augment.shard_meta(cfg.augment, augment.load_unlabelled(cfg))})
+
+    ref = key()
+    assert key() == ref
+    for changed in (key("augment.copies=1"), key("augment.seed=1"), key("augment.methods=[mask]"),
+                    key(f"augment.unlabelled=[{extra}]")):
+        assert changed != ref
