@@ -6,7 +6,8 @@
 
 Writes <model>/onnx/model.onnx (dynamic batch and sequence axes; inputs input_ids and
 attention_mask, plus token_type_ids for pair and QA models; output logits, or start_logits and
-end_logits for QA), checks on dev rows (QA: every window of the dev questions) that its logits are within 1e-4 of torch's
+end_logits for QA; ONNX Runtime's fused Attention, SkipLayerNormalization and BiasGelu kernels
+unless --no-fuse), checks on dev rows (QA: every window of the dev questions) that its logits are within 1e-4 of torch's
 (exit 2 with the figure if not), then writes model_int8_dynamic.onnx and model_int8_static.onnx
 (calibrated on --calibration-rows training rows) and prints, as JSON, how often each int8 model
 predicts the fp32 class (QA: decodes the fp32 answer span). Evaluate them with jobs/evaluate.py --onnx.
@@ -31,6 +32,9 @@ def main(argv: list[str] | None = None) -> int:
     p = cli.parser(__doc__.splitlines()[0])
     p.add_argument("--model", required=True, help="exported model dir (student or teacher)")
     p.add_argument("--no-int8", action="store_true", help="fp32 only, no int8 variants")
+    p.add_argument("--no-fuse", action="store_true",
+                   help="standard ONNX operators only (for runtimes other than ONNX Runtime): no fused "
+                        "Attention, SkipLayerNormalization or BiasGelu kernels")
     p.add_argument("--parity-rows", type=int, default=500, help="dev rows for the parity and agreement checks")
     p.add_argument("--calibration-rows", type=int, default=300,
                    help="training rows (a seeded random sample) that calibrate int8 static")
@@ -58,7 +62,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from distillray.models.onnx import export_variants  # onnxruntime and the exporter load slowly
 
-    out = export_variants(args.model, dev.inputs(), calibration, cfg.data.max_length)
+    out = export_variants(args.model, dev.inputs(), calibration, cfg.data.max_length, fuse=not args.no_fuse)
     print(json.dumps(out, indent=2))
     return 0
 
@@ -83,7 +87,7 @@ def _export_qa(args, cfg) -> int:
         calibration = ([ex.question for ex in picked], [ex.context for ex in picked])
     out = export_qa_variants(args.model, [ex.question for ex in dev], [ex.context for ex in dev], calibration,
                              max_length=windows["max_length"], doc_stride=windows["doc_stride"],
-                             max_answer_length=windows["max_answer_length"])
+                             max_answer_length=windows["max_answer_length"], fuse=not args.no_fuse)
     print(json.dumps(out, indent=2))
     return 0
 

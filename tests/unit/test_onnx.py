@@ -20,6 +20,7 @@ from distillray.models.onnx import (
     PARITY_TOL,
     argmax_agreement,
     export_variants,
+    fused_ops,
     max_logit_diff,
     onnx_logits,
     onnx_path,
@@ -55,6 +56,14 @@ def test_export_has_dynamic_batch_and_sequence_axes(exported):
         logits = onnx_logits(session, seqs, batch_size=len(texts), pad_id=tok.pad_token_id)
         assert logits.shape == (len(texts), 2)
     assert len({len(s) for s in encode(tok, [TEXTS[0], TEXTS[7], TEXTS[15]], 64)}) == 3
+
+
+def test_export_runs_fused_transformer_kernels(exported):
+    """Attention, the residual adds with their LayerNorm, and GELU with its bias are ONNX Runtime's
+    fused kernels (2 layers); the int8 models are quantised from that graph."""
+    model_dir, figures = exported
+    assert figures["fp32"]["fused_ops"] == {"Attention": 2, "BiasGelu": 2, "SkipLayerNormalization": 4}
+    assert fused_ops(onnx_path(model_dir, "int8-static"))["Attention"] == 2
 
 
 def test_fp32_parity_with_torch(exported):
@@ -130,10 +139,12 @@ def test_export_job_prints_figures(tmp_path, capsys):
     model_dir = make_tiny_bert(tmp_path / "m", layers=1, label_names=["negative", "positive"])
     data = tmp_path / "d.tsv"
     data.write_text("label\ttext\n" + "".join(f"{y}\t{t}\n" for t, y in zip(TEXTS, LABELS)))
-    assert export_onnx.main(["--model", str(model_dir), "--no-int8", f"data.train={data}", f"data.dev={data}",
-                             "data.labels=[0,1]", "data.label_names=[negative,positive]", "data.max_length=64"]) == 0
+    assert export_onnx.main(["--model", str(model_dir), "--no-int8", "--no-fuse", f"data.train={data}",
+                             f"data.dev={data}", "data.labels=[0,1]", "data.label_names=[negative,positive]",
+                             "data.max_length=64"]) == 0
     out = json.loads(capsys.readouterr().out)
     assert set(out) == {"fp32"} and out["fp32"]["max_abs_logit_diff_vs_torch"] <= PARITY_TOL
+    assert out["fp32"]["fused_ops"] == {}  # --no-fuse: standard ONNX operators only
     assert ort.InferenceSession(out["fp32"]["path"], providers=["CPUExecutionProvider"])
 
 
@@ -148,5 +159,5 @@ def test_int8_static_keeps_the_ffn_output_matmuls_fp32(exported):
     graph = onnx.load(str(onnx_path(model_dir, "int8-static"))).graph
     producer = {o: n.op_type for n in graph.node for o in n.output}
     fed = {n.name: producer.get(n.input[0]) for n in graph.node if n.op_type == "MatMul"}
-    fp32 = [name for name, op in fed.items() if op == "Gelu"]
+    fp32 = [name for name, op in fed.items() if op == "BiasGelu"]  # GELU fused with its bias
     assert len(fp32) == 2 and sum(op == "DequantizeLinear" for op in fed.values()) >= 4

@@ -68,6 +68,7 @@ def test_pair_classifier_exports_with_segments_and_matches_torch(tmp_path):
     session = onnx_session(onnx_path(d))
     assert [i.name for i in session.get_inputs()] == list(PAIR_INPUTS)
     assert all(isinstance(dim, str) for i in session.get_inputs() for dim in i.shape)  # dynamic axes
+    assert figures["fp32"]["fused_ops"] == {"Attention": 1, "BiasGelu": 1, "SkipLayerNormalization": 2}
     assert figures["fp32"]["max_abs_logit_diff_vs_torch"] <= PARITY_TOL
     assert max_logit_diff(d, pairs[:7], max_length=128, batch_size=3) <= PARITY_TOL
     for variant in ("int8-dynamic", "int8-static"):
@@ -97,6 +98,7 @@ def test_qa_model_exports_start_and_end_logits_matching_torch_on_squad_windows(t
     assert all(isinstance(dim, str) for i in session.get_inputs() for dim in i.shape)
     windows = qa_windows(d, questions, contexts)
     assert figures["fp32"]["windows"] == len(windows) > len(questions)  # the long contexts: several windows
+    assert figures["fp32"]["fused_ops"] == {"Attention": 2, "BiasGelu": 2, "SkipLayerNormalization": 4}
     assert figures["fp32"]["max_abs_logit_diff_vs_torch"] <= PARITY_TOL
     # other batch sizes: batch 1, and batches of windows of mixed lengths
     assert qa_max_logit_diff(d, questions, contexts, batch_size=1) <= PARITY_TOL
