@@ -1,7 +1,8 @@
 """Teacher logits, computed once by Ray Data into Arrow shards.
 
     rows (driver, text only) -> from_arrow, length-sorted shard-sized blocks
-      -> map_batches(TeacherLogits) on an actor pool (one per GPU, or CPU actors)
+      -> map_batches(TeacherLogits) on an actor pool (one per GPU, or CPU actors; with
+         precompute.backend=onnx, OnnxTeacherLogits: the teacher's fp32 export in ONNX Runtime)
       -> write_datasink(ShardDatasink): one content-addressed Parquet file per block
 
 The driver never holds logits: they stream from the actors straight into shard files. A rerun
