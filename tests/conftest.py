@@ -47,6 +47,21 @@ def tiny_teacher(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="session")
+def tiny_teacher_onnx(tiny_teacher, tmp_path_factory) -> Path:
+    """A copy of the tiny teacher with its fp32 ONNX export (onnx/model.onnx), exported once per
+    session (the exporter is slow) by precompute.backend=onnx's driver step: export when missing,
+    then check against torch. The copy keeps the shared tiny teacher's dir as it was."""
+    import shutil
+
+    from distillray.data.precompute import onnx_teacher
+
+    model = tmp_path_factory.mktemp("onnx") / "teacher"
+    shutil.copytree(tiny_teacher, model)
+    onnx_teacher(str(model), [f"a short sentence number {i}" for i in range(8)], 128)
+    return model
+
+
+@pytest.fixture(scope="session")
 def ray_local():
     """A real local Ray for the whole session, started like the jobs start it."""
     import ray

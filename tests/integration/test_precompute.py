@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -41,7 +42,7 @@ def direct_logits(model_dir, texts, max_length):
     return logits
 
 
-def test_tiny_teacher_300_rows(ray_local, tiny_teacher, tmp_path, capsys):
+def test_tiny_teacher_300_rows(ray_local, tiny_teacher, tiny_teacher_onnx, tmp_path, capsys):
     dev = sst2("dev")
     args = [f"data.train={dev}", *SST2_ARGS, "data.max_rows=300", f"teacher.model={tiny_teacher}",
             f"run.output_dir={tmp_path / 'run'}", f"precompute.cache_dir={tmp_path / 'cache'}",
@@ -89,6 +90,34 @@ def test_tiny_teacher_300_rows(ray_local, tiny_teacher, tmp_path, capsys):
 
     changed = run_job(capsys, args + ["data.max_length=32"])  # a changed input gets a new key
     assert changed["shard_dir"] != out["shard_dir"]
+
+    # precompute.backend=onnx, on a copy of the teacher exported by the same driver step. The shard
+    # key has no backend: over torch's shards it is a no-op.
+    teacher = tiny_teacher_onnx
+    onnx_args = [a.replace(str(tiny_teacher), str(teacher)) for a in args] + ["precompute.backend=onnx"]
+    reused = run_job(capsys, onnx_args)
+    assert reused["reused"] and reused["rows_computed"] == 0 and reused["shard_dir"] == out["shard_dir"]
+    # into a fresh cache, in float32: ORT's logits are torch's within 1e-4, row for row
+    fresh = run_job(capsys, onnx_args + [f"precompute.cache_dir={tmp_path / 'cache-onnx'}",
+                                         "precompute.logits_dtype=float32"])
+    assert fresh["rows_computed"] == 300 and fresh["shard_dir"] != out["shard_dir"]
+    _, t3 = read_shards(fresh["shard_dir"])
+    assert t3.column("id").to_pylist() == list(range(300))
+    got = np.stack(t3.column("teacher_logits").to_numpy(zero_copy_only=False))
+    assert got.dtype == np.float32
+    np.testing.assert_allclose(got, want, atol=1e-4, rtol=0)
+    assert t3.column("input_ids").to_pylist() == table.column("input_ids").to_pylist()
+
+    # an export left by another teacher in the dir is refused before any actor starts
+    from tiny import make_tiny_bert
+
+    from distillray.data.precompute import onnx_teacher
+    from distillray.errors import ModelError
+
+    other = make_tiny_bert(tmp_path / "other", seed=1, label_names=["negative", "positive"])
+    shutil.copytree(teacher / "onnx", other / "onnx")
+    with pytest.raises(ModelError, match="not this teacher's export; fix: delete"):
+        onnx_teacher(str(other), train.texts[:32], 128)
 
 
 def test_packaged_minilm_50_rows(ray_local, tmp_path, capsys):

@@ -348,20 +348,15 @@ def test_each_model_answers_on_its_own_endpoint_only(server, qa_server):
 
 
 @pytest.fixture  # deleted after its one test: the tests after it have the cores to themselves
-def onnx_server(server, tiny_teacher, tmp_path_factory):
+def onnx_server(server, tiny_teacher_onnx):
     """serve.backend=onnx beside the torch app, in the same Serve instance, on a copy of the tiny
-    teacher exported to ONNX (the copy keeps the shared tiny teacher's dir as it was)."""
-    import shutil
-
+    teacher exported to ONNX (conftest's, shared with test_precompute)."""
     from ray import serve
 
     from distillray.config import load_config
-    from distillray.models.onnx import export_onnx
     from serve.app import bind
 
-    model = tmp_path_factory.mktemp("onnx") / "teacher"
-    shutil.copytree(tiny_teacher, model)
-    export_onnx(model)
+    model = tiny_teacher_onnx
     serve.run(bind(load_config(None, [f"serve.model={model}", "serve.backend=onnx", *LIMITS])), name="onnx",
               route_prefix="/onnx")
     yield f"{server}/onnx", model

@@ -38,6 +38,7 @@ def check(cfg: BaseModel) -> None:
             "in the shards; fix: set precompute.store_hidden=true (or distill.alpha_cos=0)"
         )
     _check_layer_distill(cfg)
+    _check_precompute_backend(cfg)
     w, o = cfg.workers, cfg.optim
     for stage, key in ((cfg.train, "train"), (cfg.finetune, "finetune")):
         per = w.num_workers * o.grad_accum
@@ -114,6 +115,29 @@ def _check_layer_distill(cfg: BaseModel) -> None:
     if cfg.data.task == "qa" and layer_terms:
         raise ConfigError("config error: distill.alpha_hidden/alpha_attn are not wired for data.task=qa; "
                           "fix: set them to 0")
+
+
+def _check_precompute_backend(cfg: BaseModel) -> None:
+    """precompute.backend=onnx runs the teacher's fp32 logits-only export in ONNX Runtime on CPU:
+    refuse what that export or runtime cannot give."""
+    p, d = cfg.precompute, cfg.distill
+    if p.backend != "onnx":
+        return
+    use_gpu = cfg.workers.use_gpu if p.use_gpu is None else p.use_gpu
+    if use_gpu:
+        via = "precompute.use_gpu=true" if p.use_gpu else "workers.use_gpu=true (precompute.use_gpu=null follows it)"
+        raise ConfigError(f"config error: precompute.backend=onnx runs ONNX Runtime on CPU only, but {via}; "
+                          "fix: set precompute.use_gpu=false, or precompute.backend=torch")
+    if p.store_hidden:
+        raise ConfigError("config error: precompute.backend=onnx exports logits only, but precompute.store_hidden=true "
+                          "needs the teacher's hidden state; fix: set precompute.backend=torch")
+    for key, value in (("distill.alpha_hidden", d.alpha_hidden), ("distill.alpha_attn", d.alpha_attn)):
+        if value > 0:
+            raise ConfigError(f"config error: precompute.backend=onnx exports logits only, but {key}={value} needs "
+                              "the teacher's layer states in the shards; fix: set precompute.backend=torch")
+    if cfg.data.task == "qa":
+        raise ConfigError("config error: precompute.backend=onnx computes classification logits, not "
+                          "data.task=qa's start/end logits; fix: set precompute.backend=torch")
 
 
 _WORD_METHODS = ("mask", "neighbour", "dropout")  # one draw per word picks at most one of these

@@ -1,7 +1,8 @@
 """Teacher logits, computed once by Ray Data into Arrow shards.
 
     rows (driver, text only) -> from_arrow, length-sorted shard-sized blocks
-      -> map_batches(TeacherLogits) on an actor pool (one per GPU, or CPU actors)
+      -> map_batches(TeacherLogits) on an actor pool (one per GPU, or CPU actors; with
+         precompute.backend=onnx, OnnxTeacherLogits: the teacher's fp32 export in ONNX Runtime)
       -> write_datasink(ShardDatasink): one content-addressed Parquet file per block
 
 The driver never holds logits: they stream from the actors straight into shard files. A rerun
@@ -77,6 +78,66 @@ class TeacherLogits:
                                   logits, hidden, self.logits_dtype, types, states, attn)
         record_precompute(table.num_rows, time.time() - t0, self.run_name)
         return table
+
+
+class OnnxTeacherLogits:
+    """`TeacherLogits` through ONNX Runtime (precompute.backend=onnx): the fp32 export the driver
+    checked against torch (`onnx_teacher`), shipped as bytes through the object store so every
+    node runs that file whatever holds the teacher dir; `threads` intra-op threads."""
+
+    def __init__(self, model_dir: str, model_ref: list, max_length: int, batch_size: int, logits_dtype: str,
+                 threads: int, run_name: str = "") -> None:
+        import tempfile
+
+        from distillray.models import load_tokenizer
+        from distillray.models.onnx import onnx_session
+
+        with tempfile.TemporaryDirectory() as tmp:  # the session keeps the graph in memory
+            path = Path(tmp) / "model.onnx"
+            path.write_bytes(ray.get(model_ref[0]))
+            self.session = onnx_session(path, threads=max(1, threads))
+        self.tokenizer = load_tokenizer(model_dir)
+        self.max_length, self.batch_size = max_length, batch_size
+        self.logits_dtype, self.run_name = logits_dtype, run_name
+
+    def __call__(self, batch: pa.Table) -> pa.Table:
+        from distillray.models.onnx import onnx_logits
+        from distillray.tasks.classification import tokenize
+
+        t0 = time.time()
+        texts = batch.column("text").to_pylist()
+        items = list(zip(texts, batch.column("text_pair").to_pylist())) if "text_pair" in batch.column_names else texts
+        seqs, types = tokenize(self.tokenizer, items, self.max_length)
+        logits = onnx_logits(self.session, seqs, self.batch_size, self.tokenizer.pad_token_id or 0, types)
+        table = shards.make_table(batch.column("id").to_numpy(), seqs, batch.column("label").to_numpy(),
+                                  logits, None, self.logits_dtype, types)
+        record_precompute(table.num_rows, time.time() - t0, self.run_name)
+        return table
+
+
+PARITY_ROWS = 32  # training rows the driver runs through torch and the export before trusting it
+
+
+def onnx_teacher(teacher_dir: str, items: list, max_length: int) -> Path:
+    """The teacher's fp32 ONNX export for precompute.backend=onnx: exported into the teacher dir
+    when missing (as jobs/export_onnx.py would), then checked against torch on `items` (a few
+    training rows), since a stale export of an earlier teacher in the same dir would silently
+    teach another model's logits under this teacher's shard key."""
+    from distillray.errors import ModelError
+    from distillray.models.onnx import PARITY_TOL, export_onnx, max_logit_diff, onnx_path
+
+    path = onnx_path(teacher_dir)
+    if not path.is_file():
+        logger.info("precompute: exporting the teacher to %s for ONNX Runtime", path)
+        export_onnx(teacher_dir)
+    diff = max_logit_diff(teacher_dir, items, "fp32", max_length)
+    if not diff <= PARITY_TOL:  # also catches NaN
+        raise ModelError(f"{path}: its logits differ from the teacher's by up to {diff:.1e} on {len(items)} "
+                         f"training rows (allowed {PARITY_TOL:.0e}), so it is not this teacher's export; fix: "
+                         f"delete {path.parent} (precompute re-exports it), or set precompute.backend=torch")
+    logger.info("precompute: ONNX export checked: largest logit difference from torch %.1e on %d rows",
+                diff, len(items))
+    return path
 
 
 class QATeacherLogits:
@@ -304,19 +365,24 @@ def run_precompute(cfg: Config, train: TextDataset, teacher_dir: str) -> Precomp
                     len(found.done_ids), len(found.valid), pending)
     if blocks:
         n_actors = min(n_actors, len(blocks))
-        logger.info("precompute: %d rows -> %s with %d %s actor(s)", pending, out_dir, n_actors,
-                    "GPU" if use_gpu else "CPU")
+        logger.info("precompute: %d rows -> %s with %d %s actor(s), %s", pending, out_dir, n_actors,
+                    "GPU" if use_gpu else "CPU", cfg.precompute.backend)
         t_run = time.time()
+        threads = int(max(1, cfg.precompute.cpus_per_actor))
+        if cfg.precompute.backend == "onnx":  # config rules refused GPUs, hidden and layer states
+            path = onnx_teacher(teacher_dir, train.inputs()[:PARITY_ROWS], cfg.data.max_length)
+            actor, kwargs = OnnxTeacherLogits, dict(model_ref=[ray.put(path.read_bytes())])
+        else:
+            actor, kwargs = TeacherLogits, dict(store_hidden=cfg.precompute.store_hidden, use_gpu=use_gpu,
+                                                layer_states=layer_states)
         ds = ray.data.from_arrow(blocks)
         ds = augment.add_stage(ds, cfg, teacher_dir)
         ds = ds.map_batches(
-            TeacherLogits,
+            actor,
             fn_constructor_kwargs=dict(
                 model_dir=str(teacher_dir), max_length=cfg.data.max_length,
                 batch_size=cfg.precompute.batch_size, logits_dtype=cfg.precompute.logits_dtype,
-                store_hidden=cfg.precompute.store_hidden, use_gpu=use_gpu,
-                threads=int(max(1, cfg.precompute.cpus_per_actor)), run_name=cfg.run_name,
-                layer_states=layer_states),
+                threads=threads, run_name=cfg.run_name, **kwargs),
             batch_size=None,  # one call per block: a block becomes one shard
             batch_format="pyarrow",
             compute=ray.data.ActorPoolStrategy(size=n_actors),
