@@ -68,13 +68,31 @@ def teacher_init_dir(task: Task) -> tuple[str, bool]:
     elif is_finetuned_for(base, task.labels.names, cfg.data.task):
         return str(base), True
     out = task.dest("work", "teacher-init")
-    if not storage.exists(storage.join(out, "config.json")):
-        torch.manual_seed(cfg.train.seed)
-        model = (load_qa_model(base, allow_pickle=cfg.teacher.allow_pickle) if qa else
-                 load_classifier(base, task.id2label, allow_pickle=cfg.teacher.allow_pickle))
-        setattr(model.config, TASK_KEY, cfg.data.task)  # exported with it: Serve reads it
-        save_model_dir(model, load_tokenizer(base), out, extra={"base": str(base)})
+    # what the dir was made from, in its distillray.json: a run of another task, base, label set
+    # or seed in the same output dir rebuilds it rather than start from the wrong head
+    want = {"base": str(base), "task": cfg.data.task, "labels": None if qa else list(task.labels.names),
+            "seed": cfg.train.seed}
+    made = _read_marker(storage.join(out, "distillray.json"))
+    if storage.exists(storage.join(out, "config.json")) and made == want:
+        return out, False
+    if storage.exists(out):
+        logger.info("teacher init %s was made for %s, this run needs %s: rebuilding it", out,
+                    {k: made.get(k) for k in want} if made else "(no record)", want)
+        storage.delete(out)
+    torch.manual_seed(cfg.train.seed)
+    model = (load_qa_model(base, allow_pickle=cfg.teacher.allow_pickle) if qa else
+             load_classifier(base, task.id2label, allow_pickle=cfg.teacher.allow_pickle))
+    setattr(model.config, TASK_KEY, cfg.data.task)  # exported with it: Serve reads it
+    save_model_dir(model, load_tokenizer(base), out, extra=want)
     return out, False
+
+
+def _read_marker(path: str) -> dict[str, Any] | None:
+    """A model dir's distillray.json (None when absent or unreadable)."""
+    try:
+        return json.loads(storage.read_bytes(path)) if storage.is_file(path) else None
+    except (OSError, ValueError):
+        return None
 
 
 @dataclass(frozen=True)
