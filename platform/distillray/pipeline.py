@@ -471,7 +471,12 @@ def prune_model(cfg: Config, model_dir: str, shards: Shards, out: str) -> PruneR
     from distillray.models.prune import importance_scores, layer_sizes, prune_structured
 
     t0 = time.time()
-    model = load_classifier(model_dir, allow_pickle=cfg.teacher.allow_pickle)
+    if cfg.data.task == "qa":  # scored on the shards' windows with the start/end CE
+        from distillray.tasks.qa import load_qa_model
+
+        model = load_qa_model(model_dir, allow_pickle=cfg.teacher.allow_pickle)
+    else:
+        model = load_classifier(model_dir, allow_pickle=cfg.teacher.allow_pickle)
     tok = load_tokenizer(model_dir)
     before = count_params(model)
     batches = _shard_sample(shards, cfg.prune.importance_batches, cfg.train.batch_size, cfg.train.seed,
@@ -486,8 +491,9 @@ def prune_model(cfg: Config, model_dir: str, shards: Shards, out: str) -> PruneR
 
 
 def _shard_sample(shards: Shards, n_batches: int, batch_size: int, seed: int, pad_id: int) -> list[dict[str, Any]]:
-    """`n_batches` padded batches of a seeded random sample of shard rows (input_ids, label),
-    each batch of similar lengths (less padding)."""
+    """`n_batches` padded batches of a seeded random sample of shard rows (input_ids, label,
+    token_type_ids for pairs; QA windows: their start/end positions), each batch of similar
+    lengths (less padding)."""
     import io
 
     import numpy as np
@@ -497,10 +503,13 @@ def _shard_sample(shards: Shards, n_batches: int, batch_size: int, seed: int, pa
     from distillray.data.batches import collate
     from distillray.data.shards import shard_paths
 
-    table = pa.concat_tables(pq.read_table(io.BytesIO(storage.read_bytes(p)), columns=["input_ids", "label"])
-                             for p in shard_paths(shards.dir, shards.manifest))
+    paths = shard_paths(shards.dir, shards.manifest)
+    have = set(pq.read_schema(io.BytesIO(storage.read_bytes(paths[0]))).names)
+    columns = [c for c in ("input_ids", "token_type_ids", "label", "start_position", "end_position") if c in have]
+    table = pa.concat_tables(pq.read_table(io.BytesIO(storage.read_bytes(p)), columns=columns) for p in paths)
     rng = np.random.default_rng(seed)
     take = rng.choice(len(table), min(len(table), n_batches * batch_size), replace=False)
-    rows = {"input_ids": table.column("input_ids").to_pylist(), "label": table.column("label").to_numpy()}
+    rows = {c: table.column(c).to_pylist() if c in ("input_ids", "token_type_ids") else table.column(c).to_numpy()
+            for c in columns}
     take = take[np.argsort([len(rows["input_ids"][i]) for i in take], kind="stable")]
     return [collate(rows, take[i:i + batch_size], pad_id) for i in range(0, len(take), batch_size)]
