@@ -213,3 +213,8 @@ def test_a_span_model_is_scored_on_its_start_end_loss_and_reloads_pruned(tmp_pat
         want, got = pruned.eval()(**inputs), again(**inputs)
     assert torch.allclose(want.start_logits, got.start_logits, atol=1e-6)
     assert torch.allclose(want.end_logits, got.end_logits, atol=1e-6)
+    # what the train loop does after recovering it: its architecture, the trained state dict
+    from distillray.models import export_model
+
+    export = export_model(out, again.state_dict(), str(tmp_path / "recovered"))
+    assert type(AutoModelForQuestionAnswering.from_pretrained(export)).__name__ == "PrunedBertForQuestionAnswering"
