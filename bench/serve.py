@@ -8,6 +8,11 @@ is the median round; latency percentiles are over all requests.
     python bench/serve.py --student runs/bench-quality/student --teacher runs/bench-quality/teacher
     python bench/serve.py ... --high-throughput     # Serve's high-throughput mode (serve.high_throughput)
     python bench/serve.py ... --onnx                # the student on serve.backend=torch vs onnx (fp32, int8)
+    python bench/serve.py ... --qa runs/bench-squad/run/student   # + a QA server: POST /v1/answer
+
+With --qa, a QA model dir is served beside the others (same replica, batching and load settings)
+and takes its turns with them: (q) POST /v1/answer with real SQuAD dev (question, context) pairs,
+each context read in --qa-max-length windows overlapping by --qa-doc-stride (the squad preset's).
 
 Targets: 0 errors; student/teacher throughput >= 1.8x; batched/unbatched >= 2x. With --onnx the
 servers are instead the batched student on the torch backend and on ONNX Runtime, fp32 and int8
@@ -41,8 +46,20 @@ def dev_sentences(path: Path) -> list[str]:
     return [r[1] for r in rows[1:] if len(r) > 1 and r[1].strip()]
 
 
-async def load(url: str, texts: list[str], n: int, concurrency: int) -> dict[str, float]:
+def squad_pairs(path: Path) -> list[dict[str, str]]:
+    """{"question", "context"} request bodies from a SQuAD v1.1 file."""
+    from distillray.tasks.qa import read_squad
+
+    return [{"question": ex.question, "context": ex.context} for ex in read_squad(path)]
+
+
+async def load(url: str, texts: list[str] | list[dict], n: int, concurrency: int) -> dict[str, float]:
+    """`n` POSTs at `concurrency`: {"text": t} per text, or each dict as the body itself (QA).
+    An error is a non-200, or a body without predictions / answers."""
     import aiohttp
+
+    body_of = (lambda i: texts[i % len(texts)]) if isinstance(texts[0], dict) else \
+        (lambda i: {"text": texts[i % len(texts)]})
 
     lat: list[float] = []
     errors = 0
@@ -53,9 +70,9 @@ async def load(url: str, texts: list[str], n: int, concurrency: int) -> dict[str
         for i in queue:
             t0 = time.perf_counter()
             try:
-                async with session.post(url, json={"text": texts[i % len(texts)]}) as r:
+                async with session.post(url, json=body_of(i)) as r:
                     body = await r.json()
-                    if r.status != 200 or "predictions" not in body:
+                    if r.status != 200 or not ("predictions" in body or "answers" in body):
                         errors += 1
             except (aiohttp.ClientError, asyncio.TimeoutError):
                 errors += 1
@@ -64,7 +81,7 @@ async def load(url: str, texts: list[str], n: int, concurrency: int) -> dict[str
     conn = aiohttp.TCPConnector(limit=concurrency)
     async with aiohttp.ClientSession(connector=conn, timeout=aiohttp.ClientTimeout(total=60)) as session:
         for i in range(concurrency):  # warm-up, not counted
-            async with session.post(url, json={"text": texts[i]}) as r:
+            async with session.post(url, json=body_of(i)) as r:
                 await r.read()
         t0 = time.perf_counter()
         await asyncio.gather(*(worker(session) for _ in range(concurrency)))
@@ -102,6 +119,9 @@ def main() -> int:
                    help="Ray Serve's high-throughput mode (serve.high_throughput: HAProxy ingress, gRPC between replicas)")
     p.add_argument("--onnx", action="store_true",
                    help="servers: the student on serve.backend=torch, onnx, and onnx with serve.quantize=true")
+    p.add_argument("--qa", default=None, help="a QA model dir to serve beside the others (POST /v1/answer)")
+    p.add_argument("--qa-max-length", type=int, default=384, help="--qa: tokens per window")
+    p.add_argument("--qa-doc-stride", type=int, default=128, help="--qa: overlap of a context's windows")
     p.add_argument("--lock", default=None)
     p.add_argument("overrides", nargs="*", help="config key=value for every server (serve.batch_wait_timeout_s=0.01, ...)")
     p.add_argument("--output-dir", default=str(REPO / "runs" / "bench-serve"))
@@ -120,6 +140,18 @@ def main() -> int:
             print(f"error: {d} is not an exported model dir; run bench/quality.py or `make demo` first, "
                   "or pass --student/--teacher", file=sys.stderr)
             return 2
+    pairs: list[dict[str, str]] = []
+    if args.qa:
+        from distillray.tasks.qa import is_qa_model
+
+        squad = (REPO / ".." / "shared" / "data" / "squad" / "dev.json").resolve()
+        if not (Path(args.qa) / "config.json").exists() or not is_qa_model(args.qa):
+            print(f"error: --qa {args.qa} is not an exported QA model dir; run bench/squad.py first", file=sys.stderr)
+            return 2
+        if not squad.exists():
+            print(f"error: --qa needs SQuAD dev at {squad} (put ../shared/data/squad beside the repo)", file=sys.stderr)
+            return 2
+        pairs = squad_pairs(squad)
 
     from ray import serve
 
@@ -142,6 +174,9 @@ def main() -> int:
         cases = [cases[0], ("e student, ONNX Runtime backend", args.student, [batched, "serve.backend=onnx"]),
                  ("f int8 student, ONNX Runtime backend", args.student,
                   [batched, "serve.backend=onnx", "serve.quantize=true"])]
+    if args.qa:  # under the squad preset: its windows and decoding are what Serve answers with
+        cases.append(("q QA student, batched (/v1/answer)", args.qa,
+                      [batched, f"data.max_length={args.qa_max_length}", f"data.doc_stride={args.qa_doc_stride}"]))
     per_round: dict[str, list[dict]] = {name: [] for name, _, _ in cases}
     with cpu_lock(args.lock):
         # all four apps at once (logical CPUs for their replicas; each model replica still runs
@@ -151,13 +186,15 @@ def main() -> int:
                                      f"run.num_cpus={len(cases) * args.cpus_per_replica + 2}"])
         with local_serve(ray_cfg, port, request_timeout_s=60):
             for name, model, extra in cases:
-                cfg = load_config(None, [f"serve.model={model}", f"serve.cpus_per_replica={args.cpus_per_replica}",
-                                         "serve.max_ongoing_requests=64", *args.overrides, *extra])
+                cfg = load_config("squad" if name.startswith("q ") else None,
+                                  [f"serve.model={model}", f"serve.cpus_per_replica={args.cpus_per_replica}",
+                                   "serve.max_ongoing_requests=64", *args.overrides, *extra])
                 serve.run(bind(cfg), name=f"bench-{name[0]}", route_prefix=f"/{name[0]}")
             for r in range(args.rounds):
                 for name, _, _ in rotated(cases, r):
-                    got = asyncio.run(load(f"http://127.0.0.1:{port}/{name[0]}/v1/classify", texts,
-                                           args.requests // args.rounds, args.concurrency))
+                    qa = name.startswith("q ")
+                    got = asyncio.run(load(f"http://127.0.0.1:{port}/{name[0]}/v1/{'answer' if qa else 'classify'}",
+                                           pairs if qa else texts, args.requests // args.rounds, args.concurrency))
                     per_round[name].append(got)
                     print(f"round {r + 1}/{args.rounds}", name, f"{got['req_per_s']:.1f} req/s, {got['errors']} errors",
                           flush=True)
@@ -179,14 +216,19 @@ def main() -> int:
         ratios = [("ONNX Runtime / torch backend, student", e["req_per_s"] / a["req_per_s"], spread(e, a), ""),
                   ("ONNX Runtime int8 / torch backend, student", f["req_per_s"] / a["req_per_s"], spread(f, a), "")]
     else:
-        a, b, c, d = (results[k[0]] for k in cases)
+        a, b, c, d = (results[k[0]] for k in cases[:4])
         ratios = [("student / teacher throughput (batched)", a["req_per_s"] / b["req_per_s"], spread(a, b), ">= 1.8"),
                   ("batched / unbatched (student)", a["req_per_s"] / c["req_per_s"], spread(a, c), ">= 2"),
                   ("int8 / fp32 student throughput", d["req_per_s"] / a["req_per_s"], spread(d, a), "")]
+    if args.qa:
+        q = results[cases[-1][0]]
+        ratios.append(("QA student questions/s / classifier student req/s", q["req_per_s"] / a["req_per_s"],
+                       spread(q, a), ""))
     ratios.append(("errors (all servers)", sum(v["errors"] for v in results.values()), "", "0"))
     print()
     print(table(ratios, ("ratio", "value (median rounds)", "per round", "target")))
-    save(Path(args.output_dir), ("serve-high-throughput" if args.high_throughput else "serve") + ("-onnx" if args.onnx else ""),
+    save(Path(args.output_dir), ("serve-high-throughput" if args.high_throughput else "serve") + ("-onnx" if args.onnx else "")
+         + ("-qa" if args.qa else ""),
          {"results": results, "ratios": {r[0]: r[1] for r in ratios}, "args": vars(args), "machine": machine()})
     return 0
 

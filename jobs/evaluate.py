@@ -7,7 +7,8 @@ With --baseline, both models (and the int8 one) are timed side by side, in alter
 output adds `retention` and `speedup` against the baseline, and `vs_baseline`: the dev examples
 only one of the two gets right and McNemar's exact p-value (is an accuracy gap beyond chance?).
 With --onnx, the model's ONNX export (written by jobs/export_onnx.py) also runs in ONNX Runtime:
-`onnx`, and with --int8 `onnx_int8` (dynamic) and `onnx_int8_static`, timed with the others.
+`onnx`, and with --int8 `onnx_int8` (dynamic) and `onnx_int8_static`, timed with the others
+(for data.task=qa: SQuAD EM/F1 from the ONNX start/end logits, the same windows and decoding).
 """
 
 from __future__ import annotations
@@ -43,13 +44,7 @@ def main(argv: list[str] | None = None) -> int:
         model_config(args.baseline)  # a bad dir fails here, before the data is read
     if cfg.data.task == "qa":
         return _evaluate_qa(args, cfg)
-    onnx = ({"onnx": "fp32"} | ({"onnx_int8": "int8-dynamic", "onnx_int8_static": "int8-static"} if args.int8 else {})
-            if args.onnx else {})
-    if onnx:
-        from distillray.models.onnx import require_onnx  # onnxruntime loads slowly: only when asked for
-
-        for variant in onnx.values():
-            require_onnx(args.model, variant)
+    onnx = _onnx_variants(args)
     names = [mcfg.id2label[i] for i in range(mcfg.num_labels)]
     raw = [str(v) for v in cfg.data.labels] if cfg.data.labels else names
     labels = LabelSet(raw=raw, names=names)
@@ -71,20 +66,37 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
+def _onnx_variants(args) -> dict[str, str]:
+    """--onnx's {name: variant} (the int8 ones too with --int8), each export checked to exist
+    before any data is read."""
+    onnx = ({"onnx": "fp32"} | ({"onnx_int8": "int8-dynamic", "onnx_int8_static": "int8-static"} if args.int8 else {})
+            if args.onnx else {})
+    if onnx:
+        from distillray.models.onnx import require_onnx  # onnxruntime loads slowly: only when asked for
+
+        for variant in onnx.values():
+            require_onnx(args.model, variant)
+    return onnx
+
+
 def _evaluate_qa(args, cfg) -> int:
     """data.task=qa: the official SQuAD v1.1 EM/F1 of the model (and the int8 one, and the
     baseline: retention on F1, speed-up), over every window of every dev question."""
     from distillray.evaluation import evaluate_qa_dirs
     from distillray.tasks.qa import load_qa_split
 
-    if args.onnx:
-        raise ConfigError("config error: --onnx does not evaluate data.task=qa models yet; fix: drop --onnx")
+    from distillray.tasks.qa import is_qa_model
+
+    if not is_qa_model(args.model):
+        raise ConfigError(f"config error: {args.model} has no question-answering head but data.task=qa; "
+                          "fix: evaluate a QA model dir, or use the config it was trained with")
+    onnx = _onnx_variants(args)
     d = cfg.data
-    models = {"fp32": args.model} | ({"int8": args.model} if args.int8 else {}) \
+    models = {"fp32": args.model} | ({"int8": args.model} if args.int8 else {}) | {n: args.model for n in onnx} \
         | ({"baseline": args.baseline} if args.baseline else {})
     out = evaluate_qa_dirs(models, load_qa_split(d.dev, d.dev_max_rows), quantized=("int8",), max_length=d.max_length,
                            doc_stride=d.doc_stride, n_best=d.n_best, max_answer_length=d.max_answer_length,
-                           speed=not args.no_speed)
+                           speed=not args.no_speed, onnx=onnx)
     if args.baseline:
         b = out["baseline"]
         for name in [n for n in out if n != "baseline"]:

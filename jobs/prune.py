@@ -7,6 +7,8 @@ Writes run.output_dir/pruned (straight after pruning) and, with prune.recover=tr
 run.output_dir/pruned-kd (trained with the one train loop from the shards, train.* and
 distill.*). A head-pruned dir has model_type "pruned_bert": it loads with
 AutoModelForSequenceClassification.from_pretrained after `import distillray.models`.
+QA shards (`--config squad`) prune a span model: importance from the start/end CE on the
+windows' gold positions, recovery from the start/end logits, AutoModelForQuestionAnswering.
 """
 
 from __future__ import annotations

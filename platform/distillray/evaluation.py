@@ -192,45 +192,94 @@ class QAAnswerer:
                                 batch_size=batch_size, **self.decoding)
 
 
+class OnnxQAAnswerer:
+    """`QAAnswerer` through a QA model dir's ONNX export (variant: fp32, int8-dynamic,
+    int8-static) in ONNX Runtime: the same windows and span decoding, the logits from the graph."""
+
+    def __init__(self, model_dir: str | Path, variant: str, threads: int | None = None, **decoding: int) -> None:
+        import onnx
+
+        from distillray.models import load_tokenizer
+        from distillray.models.onnx import onnx_session, require_onnx
+
+        path = require_onnx(model_dir, variant)
+        self.session = onnx_session(path, threads or len(os.sched_getaffinity(0)))
+        self.path, self.tokenizer, self.decoding = path, load_tokenizer(model_dir), decoding
+        graph = onnx.load(str(path), load_external_data=False).graph
+        self.num_params = sum(int(np.prod(t.dims)) for t in graph.initializer)
+
+    def predict(self, items: list[tuple[str, str]], batch_size: int = 32) -> list[dict]:
+        from distillray.models.onnx import onnx_window_logits
+        from distillray.tasks.qa import tokenize_windows
+        from distillray.tasks.qa_decode import decode_windows
+
+        d = self.decoding
+        contexts = [c for _, c in items]
+        windows = tokenize_windows(self.tokenizer, [q for q, _ in items], contexts, max_length=d["max_length"],
+                                   doc_stride=d["doc_stride"])
+        starts, ends = onnx_window_logits(self.session, windows, batch_size)
+        return decode_windows(starts, ends, windows, contexts, n_best=d["n_best"],
+                              max_answer_length=d["max_answer_length"])
+
+
 QA_THROUGHPUT_BATCH = 32  # windows per forward pass when QA throughput is timed (SQuAD's usual eval batch)
 
 
 def evaluate_qa_dirs(models: dict[str, str | Path], dev: Any, quantized: tuple[str, ...] = (),
                      max_length: int = 384, doc_stride: int = 128, n_best: int = 20,
                      max_answer_length: int = 30, speed: bool = True,
-                     threads: int | None = None) -> dict[str, dict[str, Any]]:
+                     threads: int | None = None, compare_to: str | None = None,
+                     onnx: dict[str, str] | None = None) -> dict[str, dict[str, Any]]:
     """`evaluate_dirs` for extractive QA: the official SQuAD v1.1 exact_match and f1 (as
     fractions) over every dev question (`dev`: a `tasks.qa.QADataset`), decoded over all its
     windows; params, size, and latency / throughput (questions/s, windows batched by 32) of
-    every model measured side by side."""
+    every model measured side by side. With `compare_to`, every other model gets
+    `vs_<that name>`: `paired_comparison` of which questions each answers exactly. The names in
+    `onnx` run their ONNX export of that variant in ONNX Runtime, as in `evaluate_dirs`."""
     from distillray.inference import count_params
-    from distillray.tasks.squad_metric import squad_scores
+    from distillray.tasks.squad_metric import exact_match_score, max_over_ground_truths, squad_scores
 
     threads = threads or len(os.sched_getaffinity(0))
     torch.set_num_threads(threads)
     decoding = dict(max_length=max_length, doc_stride=doc_stride, n_best=n_best, max_answer_length=max_answer_length)
     items = [(ex.question, ex.context) for ex in dev.examples]
-    answerers: dict[str, QAAnswerer] = {}
+    onnx = onnx or {}
+    answerers: dict[str, QAAnswerer | OnnxQAAnswerer] = {}
     out: dict[str, dict[str, Any]] = {}
+    exact: dict[str, np.ndarray] = {}
     for name, model_dir in models.items():
         quantize = name in quantized
-        qa = answerers[name] = QAAnswerer(model_dir, quantize, **decoding)
+        if name in onnx:
+            qa = answerers[name] = OnnxQAAnswerer(model_dir, onnx[name], threads, **decoding)
+        else:
+            qa = answerers[name] = QAAnswerer(model_dir, quantize, **decoding)
         t0 = time.perf_counter()
         answers = qa.predict(items, QA_THROUGHPUT_BATCH)
         eval_s = time.perf_counter() - t0
         scores = squad_scores({ex.id: a["answer"] for ex, a in zip(dev.examples, answers)}, dev.gold())
-        size = dir_size_bytes(model_dir)
-        if quantize:
-            import io
+        exact[name] = np.array([bool(max_over_ground_truths(exact_match_score, a["answer"], ex.answers))
+                                for ex, a in zip(dev.examples, answers)])
+        if isinstance(qa, OnnxQAAnswerer):
+            size, params, backend = qa.path.stat().st_size, qa.num_params, f"onnx-{onnx[name]}"
+            quantize = onnx[name] != "fp32"
+        else:
+            size, params, backend = dir_size_bytes(model_dir), count_params(qa.model), "torch"
+            if quantize:
+                import io
 
-            buf = io.BytesIO()
-            torch.save(qa.model.state_dict(), buf)
-            size = buf.tell()
-        out[name] = {"model_dir": str(model_dir), "backend": "torch-int8" if quantize else "torch",
+                buf = io.BytesIO()
+                torch.save(qa.model.state_dict(), buf)
+                size, backend = buf.tell(), "torch-int8"
+        from distillray.models import model_config
+
+        out[name] = {"model_dir": str(model_dir), "backend": backend,
                      "quantized": quantize, "exact_match": scores["exact_match"] / 100, "f1": scores["f1"] / 100,
-                     "rows": len(items), "params": count_params(qa.model), "size_bytes": size,
-                     "layers": qa.model.config.num_hidden_layers, "eval_seconds": eval_s,
+                     "rows": len(items), "params": params, "size_bytes": size,
+                     "layers": model_config(model_dir).num_hidden_layers, "eval_seconds": eval_s,
                      "throughput_batch": QA_THROUGHPUT_BATCH}
+    if compare_to is not None:
+        for name in [n for n in models if n != compare_to]:
+            out[name][f"vs_{compare_to}"] = paired_comparison(exact[name], exact[compare_to], np.ones(len(items), bool))
     if speed:
         for name, measured in measure_speed(answerers, items, throughput_batch=QA_THROUGHPUT_BATCH).items():
             out[name].update(measured)

@@ -68,13 +68,31 @@ def teacher_init_dir(task: Task) -> tuple[str, bool]:
     elif is_finetuned_for(base, task.labels.names, cfg.data.task):
         return str(base), True
     out = task.dest("work", "teacher-init")
-    if not storage.exists(storage.join(out, "config.json")):
-        torch.manual_seed(cfg.train.seed)
-        model = (load_qa_model(base, allow_pickle=cfg.teacher.allow_pickle) if qa else
-                 load_classifier(base, task.id2label, allow_pickle=cfg.teacher.allow_pickle))
-        setattr(model.config, TASK_KEY, cfg.data.task)  # exported with it: Serve reads it
-        save_model_dir(model, load_tokenizer(base), out, extra={"base": str(base)})
+    # what the dir was made from, in its distillray.json: a run of another task, base, label set
+    # or seed in the same output dir rebuilds it rather than start from the wrong head
+    want = {"base": str(base), "task": cfg.data.task, "labels": None if qa else list(task.labels.names),
+            "seed": cfg.train.seed}
+    made = _read_marker(storage.join(out, "distillray.json"))
+    if storage.exists(storage.join(out, "config.json")) and made == want:
+        return out, False
+    if storage.exists(out):
+        logger.info("teacher init %s was made for %s, this run needs %s: rebuilding it", out,
+                    {k: made.get(k) for k in want} if made else "(no record)", want)
+        storage.delete(out)
+    torch.manual_seed(cfg.train.seed)
+    model = (load_qa_model(base, allow_pickle=cfg.teacher.allow_pickle) if qa else
+             load_classifier(base, task.id2label, allow_pickle=cfg.teacher.allow_pickle))
+    setattr(model.config, TASK_KEY, cfg.data.task)  # exported with it: Serve reads it
+    save_model_dir(model, load_tokenizer(base), out, extra=want)
     return out, False
+
+
+def _read_marker(path: str) -> dict[str, Any] | None:
+    """A model dir's distillray.json (None when absent or unreadable)."""
+    try:
+        return json.loads(storage.read_bytes(path)) if storage.is_file(path) else None
+    except (OSError, ValueError):
+        return None
 
 
 @dataclass(frozen=True)
@@ -453,7 +471,12 @@ def prune_model(cfg: Config, model_dir: str, shards: Shards, out: str) -> PruneR
     from distillray.models.prune import importance_scores, layer_sizes, prune_structured
 
     t0 = time.time()
-    model = load_classifier(model_dir, allow_pickle=cfg.teacher.allow_pickle)
+    if cfg.data.task == "qa":  # scored on the shards' windows with the start/end CE
+        from distillray.tasks.qa import load_qa_model
+
+        model = load_qa_model(model_dir, allow_pickle=cfg.teacher.allow_pickle)
+    else:
+        model = load_classifier(model_dir, allow_pickle=cfg.teacher.allow_pickle)
     tok = load_tokenizer(model_dir)
     before = count_params(model)
     batches = _shard_sample(shards, cfg.prune.importance_batches, cfg.train.batch_size, cfg.train.seed,
@@ -468,8 +491,9 @@ def prune_model(cfg: Config, model_dir: str, shards: Shards, out: str) -> PruneR
 
 
 def _shard_sample(shards: Shards, n_batches: int, batch_size: int, seed: int, pad_id: int) -> list[dict[str, Any]]:
-    """`n_batches` padded batches of a seeded random sample of shard rows (input_ids, label),
-    each batch of similar lengths (less padding)."""
+    """`n_batches` padded batches of a seeded random sample of shard rows (input_ids, label,
+    token_type_ids for pairs; QA windows: their start/end positions), each batch of similar
+    lengths (less padding)."""
     import io
 
     import numpy as np
@@ -479,10 +503,13 @@ def _shard_sample(shards: Shards, n_batches: int, batch_size: int, seed: int, pa
     from distillray.data.batches import collate
     from distillray.data.shards import shard_paths
 
-    table = pa.concat_tables(pq.read_table(io.BytesIO(storage.read_bytes(p)), columns=["input_ids", "label"])
-                             for p in shard_paths(shards.dir, shards.manifest))
+    paths = shard_paths(shards.dir, shards.manifest)
+    have = set(pq.read_schema(io.BytesIO(storage.read_bytes(paths[0]))).names)
+    columns = [c for c in ("input_ids", "token_type_ids", "label", "start_position", "end_position") if c in have]
+    table = pa.concat_tables(pq.read_table(io.BytesIO(storage.read_bytes(p)), columns=columns) for p in paths)
     rng = np.random.default_rng(seed)
     take = rng.choice(len(table), min(len(table), n_batches * batch_size), replace=False)
-    rows = {"input_ids": table.column("input_ids").to_pylist(), "label": table.column("label").to_numpy()}
+    rows = {c: table.column(c).to_pylist() if c in ("input_ids", "token_type_ids") else table.column(c).to_numpy()
+            for c in columns}
     take = take[np.argsort([len(rows["input_ids"][i]) for i in take], kind="stable")]
     return [collate(rows, take[i:i + batch_size], pad_id) for i in range(0, len(take), batch_size)]

@@ -1,7 +1,7 @@
 """Extractive QA end to end on a tiny SQuAD file and a tiny random QA BERT: jobs/distill.py main
 (teacher as is -> QA precompute -> distil -> SQuAD EM/F1 evaluation -> export, 1 worker,
-DeepSpeed), shards that refuse another window stride, and the exported student answering
-through plain transformers."""
+DeepSpeed), shards that refuse another window stride, the exported student answering
+through plain transformers, and jobs/prune.py pruning the QA teacher from the QA shards."""
 
 from __future__ import annotations
 
@@ -16,6 +16,7 @@ from conftest import REPO
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(600)]
 sys.path.insert(0, str(REPO / "jobs"))
 import distill  # noqa: E402
+import prune  # noqa: E402
 import train_student  # noqa: E402
 from qa_data import LONG_ANSWER, LONG_CONTEXT, LONG_QUESTION, write_squad  # noqa: E402
 
@@ -101,3 +102,28 @@ def test_export_answers_questions_through_plain_transformers(run):
     # transformers 5 removed the question-answering pipeline; answer_questions stands in for it
     with pytest.raises(KeyError, match="question-answering has been removed"):
         pipeline("question-answering", model=str(d), tokenizer=str(d))
+
+
+def test_prune_a_qa_teacher_from_the_qa_shards(run, tmp_path, capsys):
+    """jobs/prune.py on QA shards: importance from the start/end CE on shard windows; the pruned
+    span model answers. Recovery (prune.recover=true) is the one train loop on these shards, left
+    out here to save a Ray Train start (the pruned dir's reload and export: tests/unit/test_prune.py)."""
+    from transformers import AutoModelForQuestionAnswering, AutoTokenizer
+
+    from distillray.models.prune import layer_sizes
+    from distillray.tasks.qa_decode import answer_questions
+
+    out, args = run
+    argv = ["--shards", str((out / "logits").resolve()), *args, "prune.heads=0.5", "prune.ffn=0.25",
+            "prune.importance_batches=2", "prune.recover=false", f"run.output_dir={tmp_path}"]
+    capsys.readouterr()
+    assert prune.main(argv) == 0
+    res = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert res["layer_heads"] == [1, 1] and res["params_after"] < res["params_before"]  # 2 of the 4 heads
+    assert "recovered" not in res
+    model = AutoModelForQuestionAnswering.from_pretrained(res["pruned"])  # after `import distillray.models`
+    assert type(model).__name__ == "PrunedBertForQuestionAnswering"
+    assert layer_sizes(model) == (res["layer_heads"], res["layer_intermediate"])
+    ans = answer_questions(model, AutoTokenizer.from_pretrained(res["pruned"]), LONG_QUESTION, LONG_CONTEXT,
+                           max_length=64, doc_stride=16)
+    assert ans["answer"] and LONG_CONTEXT[ans["start"]:ans["end"]] == ans["answer"]

@@ -87,11 +87,18 @@ def test_pair_classifier_exports_with_segments_and_matches_torch(tmp_path):
     np.testing.assert_allclose(onnx_clf.predict_proba(pairs[:9], 4), torch_clf.predict_proba(pairs[:9], 4),
                                atol=1e-4, rtol=0)
 
-def test_qa_model_exports_start_and_end_logits_matching_torch_on_squad_windows(tmp_path, squad_dev):
-    d = make_tiny_qa_bert(tmp_path / "qa", layers=2)
+@pytest.fixture(scope="module")
+def qa_export(tmp_path_factory, squad_dev):
+    """A tiny QA BERT exported to ONNX: fp32 and both int8 variants, with their figures."""
+    d = make_tiny_qa_bert(tmp_path_factory.mktemp("qa-onnx") / "qa", layers=2)
+    questions, contexts = [ex.question for ex in squad_dev], [ex.context for ex in squad_dev]
+    return d, export_qa_variants(d, questions, contexts, calibration=(questions[:4], contexts[:4]))
+
+
+def test_qa_model_exports_start_and_end_logits_matching_torch_on_squad_windows(qa_export, squad_dev):
+    d, figures = qa_export
     assert export_kind(d) == "qa"
     questions, contexts = [ex.question for ex in squad_dev], [ex.context for ex in squad_dev]
-    figures = export_qa_variants(d, questions, contexts, calibration=(questions[:4], contexts[:4]))
     session = onnx_session(onnx_path(d))
     assert [i.name for i in session.get_inputs()] == list(PAIR_INPUTS)
     assert [o.name for o in session.get_outputs()] == list(SPAN_OUTPUTS)
@@ -108,6 +115,36 @@ def test_qa_model_exports_start_and_end_logits_matching_torch_on_squad_windows(t
         assert onnx_path(d, variant).stat().st_size < onnx_path(d).stat().st_size
         assert 0.0 <= figures[variant]["answer_agreement_vs_fp32"] <= 1.0
     assert figures["int8-static"]["calibration_rows"] == 4
+
+
+def test_evaluate_job_scores_a_qa_export_in_onnx_runtime(qa_export, tmp_path, capsys):
+    """jobs/evaluate.py --onnx on a QA model: SQuAD EM/F1 from the ONNX start/end logits (fp32:
+    torch's answers), the int8 exports beside; a missing export or a classifier is refused."""
+    import json
+    import sys
+
+    from conftest import REPO
+
+    sys.path.insert(0, str(REPO / "jobs"))
+    import evaluate
+
+    d, _ = qa_export
+    base = ["--config", "squad", f"data.dev={shared_data('squad/dev.json')}", "data.dev_max_rows=12", "--no-speed"]
+    capsys.readouterr()
+    assert evaluate.main(["--model", str(d), "--onnx", "--int8", *base]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert set(out) == {"fp32", "int8", "onnx", "onnx_int8", "onnx_int8_static"}
+    assert (out["onnx"]["exact_match"], out["onnx"]["f1"]) == (out["fp32"]["exact_match"], out["fp32"]["f1"])
+    assert out["onnx"]["backend"] == "onnx-fp32" and out["onnx_int8_static"]["backend"] == "onnx-int8-static"
+    assert all(e["rows"] == 12 and 0 <= e["exact_match"] <= e["f1"] <= 1 for e in out.values())
+    assert out["onnx_int8"]["size_bytes"] < out["onnx"]["size_bytes"] and out["onnx"]["quantized"] is False
+
+    bare = make_tiny_qa_bert(tmp_path / "bare", layers=1)  # no ONNX export
+    assert evaluate.main(["--model", str(bare), "--onnx", *base]) == 2
+    assert "no ONNX export (fp32) there; fix: export it first" in capsys.readouterr().err
+    clf = make_tiny_bert(tmp_path / "clf", layers=1)
+    assert evaluate.main(["--model", str(clf), *base]) == 2
+    assert "has no question-answering head but data.task=qa" in capsys.readouterr().err
 
 
 def test_span_agreement_and_qa_export_refuses_a_classifier(tmp_path):

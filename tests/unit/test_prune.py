@@ -165,3 +165,56 @@ def test_a_non_bert_model_is_refused_with_the_fix():
                                                                  hidden_dim=64))
     with pytest.raises(ModelError, match="supports BERT classifiers.*fix"):
         importance_scores(model, batches(1))
+
+
+def qa_batches(n: int = 3, seed: int = 0) -> list[dict[str, torch.Tensor]]:
+    """QA windows as `collate_qa` gives them: a 4-token question (segment 0), then the context."""
+    from distillray.tasks.qa import answer_mask_from_types
+
+    g = torch.Generator().manual_seed(seed)
+    out = []
+    for _ in range(n):
+        ids = torch.randint(1000, 5000, (8, 12), generator=g)
+        mask = torch.ones_like(ids)
+        mask[:4, 9:] = 0
+        types = torch.zeros_like(ids)
+        types[:, 4:] = 1
+        start = torch.randint(4, 8, (8,), generator=g)
+        out.append({"input_ids": ids, "attention_mask": mask, "token_type_ids": types * mask,
+                    "answer_mask": answer_mask_from_types(types * mask, mask),
+                    "start_positions": start, "end_positions": start + 1})
+    return out
+
+
+def test_a_span_model_is_scored_on_its_start_end_loss_and_reloads_pruned(tmp_path):
+    """QA: importance from the start/end CE on the gold positions; the pruned span model (fewer
+    heads per layer: PrunedBertForQuestionAnswering) saves, and reloads through
+    AutoModelForQuestionAnswering with the same start and end logits."""
+    from transformers import AutoModelForQuestionAnswering
+
+    from distillray.tasks.qa import is_qa_model, load_qa_model
+    from tiny import make_tiny_qa_bert
+
+    src = make_tiny_qa_bert(tmp_path / "qa", layers=LAYERS, hidden=HIDDEN, heads=HEADS)
+    model = load_qa_model(src)
+    before = count_params(model)
+    scores = importance_scores(model, qa_batches())
+    assert scores.heads.shape == (LAYERS, HEADS) and bool((scores.heads > 0).all())
+    pruned = prune_structured(model, scores, heads=0.5, ffn=0.25)
+    heads, inter = layer_sizes(pruned)
+    assert sum(heads) == LAYERS * HEADS // 2 and sum(inter) == round(0.75 * LAYERS * 2 * HIDDEN)
+    assert type(pruned).__name__ == "PrunedBertForQuestionAnswering" and count_params(pruned) < before
+    out = save_model_dir(pruned, load_tokenizer(src), tmp_path / "pruned")
+    assert is_qa_model(out)
+    again = AutoModelForQuestionAnswering.from_pretrained(out).eval()
+    b = qa_batches(1, seed=1)[0]
+    inputs = {k: b[k] for k in ("input_ids", "attention_mask", "token_type_ids")}
+    with torch.no_grad():
+        want, got = pruned.eval()(**inputs), again(**inputs)
+    assert torch.allclose(want.start_logits, got.start_logits, atol=1e-6)
+    assert torch.allclose(want.end_logits, got.end_logits, atol=1e-6)
+    # what the train loop does after recovering it: its architecture, the trained state dict
+    from distillray.models import export_model
+
+    export = export_model(out, again.state_dict(), str(tmp_path / "recovered"))
+    assert type(AutoModelForQuestionAnswering.from_pretrained(export)).__name__ == "PrunedBertForQuestionAnswering"

@@ -1,4 +1,4 @@
-"""Pruning BERT classifiers: structured (whole attention heads and FFN neurons, physically
+"""Pruning BERT classifiers and span (QA) models: structured (whole attention heads and FFN neurons, physically
 removed, so the model is smaller and faster) and unstructured (single weights zeroed, for
 comparison). Pure torch / transformers: nothing here knows about Ray.
 
@@ -9,6 +9,8 @@ removed BERT's `head_mask` argument, so the gate is applied by a forward hook on
 self-attention module (multiplying each head's context vectors) instead of through `head_mask`.
 FFN neuron importance is the same first-order Taylor score with a gate on each intermediate
 neuron's activation, i.e. |sum over tokens of activation * dL/d activation| (Molchanov et al. 2017).
+L is the task loss, as Michel et al. use: cross-entropy on the labels, or for extractive QA the
+mean of the start and end cross-entropies on the gold positions (the fine-tuning loss).
 """
 
 from __future__ import annotations
@@ -19,10 +21,15 @@ from dataclasses import dataclass
 
 import torch
 from torch import nn
-from transformers import BertConfig, BertForSequenceClassification, PreTrainedModel
+from transformers import BertConfig, BertForQuestionAnswering, BertForSequenceClassification, PreTrainedModel
 
 from distillray.errors import ConfigError, ModelError
-from distillray.models.pruned_bert import PrunedBertConfig, PrunedBertForSequenceClassification, resize_layer
+from distillray.models.pruned_bert import (
+    PrunedBertConfig,
+    PrunedBertForQuestionAnswering,
+    PrunedBertForSequenceClassification,
+    resize_layer,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -47,7 +54,7 @@ def check_fraction(name: str, fraction: float) -> None:
 def _layers(model: PreTrainedModel) -> nn.ModuleList:
     bert = getattr(model, "bert", None)
     if bert is None or not hasattr(bert, "encoder"):
-        raise ModelError(f"structured pruning supports BERT classifiers (model_type bert), got "
+        raise ModelError(f"structured pruning supports BERT classifiers and span models (model_type bert), got "
                          f"{type(model).__name__}; fix: prune a BERT-family model dir")
     return bert.encoder.layer
 
@@ -67,7 +74,9 @@ def layer_sizes(model: PreTrainedModel) -> tuple[list[int], list[int]]:
 def importance_scores(model: PreTrainedModel, batches: Iterable[dict[str, torch.Tensor]]) -> Importance:
     """Head and FFN-neuron importance of a classifier on labelled batches (input_ids,
     attention_mask, labels), from the cross-entropy on the hard labels (a KD loss against the
-    model's own teacher logits would have a zero gradient at the unpruned model)."""
+    model's own teacher logits would have a zero gradient at the unpruned model); of a span
+    model on QA window batches (`collate_qa`: token_type_ids, answer_mask, start/end_positions),
+    from the start/end cross-entropy over [CLS] and the context tokens."""
     layers = _layers(model)
     d = head_size(model)
     heads, inter = layer_sizes(model)
@@ -97,8 +106,7 @@ def importance_scores(model: PreTrainedModel, batches: Iterable[dict[str, torch.
         for p in model.parameters():
             p.requires_grad_(False)  # only the gates need gradients
         for batch in batches:
-            out = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"])
-            loss = nn.functional.cross_entropy(out.logits, batch["labels"])
+            loss = task_loss(model, batch)
             grads = torch.autograd.grad(loss, head_gates + ffn_gates)
             for i, h in enumerate(heads):
                 head_acc[i, :h] += grads[i].abs()
@@ -117,6 +125,21 @@ def importance_scores(model: PreTrainedModel, batches: Iterable[dict[str, torch.
     head_acc = head_acc / (head_acc.norm(dim=1, keepdim=True) + 1e-20)
     ffn_acc = [f / (f.norm() + 1e-20) for f in ffn_acc]
     return Importance(heads=head_acc, ffn=ffn_acc)
+
+
+def task_loss(model: PreTrainedModel, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+    """The loss the model was fine-tuned with, on one batch: label CE, or (QA windows) the start
+    and end CE on the gold positions (`losses.qa_distill_loss` with hard labels only)."""
+    if "start_positions" in batch:
+        from distillray.losses import LossWeights, qa_distill_loss
+
+        out = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
+                    token_type_ids=batch["token_type_ids"])
+        return qa_distill_loss(out.start_logits, out.end_logits, batch["start_positions"], batch["end_positions"],
+                               LossWeights.hard_labels(), mask=batch["answer_mask"])[0]
+    out = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
+                token_type_ids=batch.get("token_type_ids"))
+    return nn.functional.cross_entropy(out.logits, batch["labels"])
 
 
 def lowest(scores: list[torch.Tensor], fraction: float, scope: str, name: str = "fraction") -> list[list[int]]:
@@ -214,10 +237,13 @@ def pruned_config(model: PreTrainedModel) -> BertConfig:
 
 def rebuild(model: PreTrainedModel) -> PreTrainedModel:
     """The pruned model as an instance of the class its config names (plain
-    BertForSequenceClassification or PrunedBertForSequenceClassification), weights copied
+    BertForSequenceClassification / BertForQuestionAnswering, or their Pruned* twins), weights copied
     strictly: what `save_pretrained` then writes reloads with the Auto classes."""
     cfg = pruned_config(model)
-    cls = PrunedBertForSequenceClassification if isinstance(cfg, PrunedBertConfig) else BertForSequenceClassification
+    if isinstance(model, BertForQuestionAnswering):
+        cls = PrunedBertForQuestionAnswering if isinstance(cfg, PrunedBertConfig) else BertForQuestionAnswering
+    else:
+        cls = PrunedBertForSequenceClassification if isinstance(cfg, PrunedBertConfig) else BertForSequenceClassification
     out = cls(cfg)
     out.load_state_dict(model.state_dict(), strict=True)
     return out.train(model.training)

@@ -8,7 +8,8 @@ layers were shrunk. `PrunedBertConfig` (model_type "pruned_bert") records the pe
 `PrunedBertForSequenceClassification` builds those shapes; both are registered with `AutoConfig`
 and `AutoModelForSequenceClassification` when `distillray.models` is imported, so
 `AutoModelForSequenceClassification.from_pretrained(dir)` loads a head-pruned dir after
-`import distillray.models`. A dir whose layers are all alike (FFN-only pruning with one fraction
+`import distillray.models` (`PrunedBertForQuestionAnswering` and `AutoModelForQuestionAnswering`
+likewise for a span model). A dir whose layers are all alike (FFN-only pruning with one fraction
 per layer) is saved as a plain BERT instead and needs nothing from distillray.
 
 BERT's self-attention reshapes with `view(..., -1, head_size)`, so fewer heads need no change to
@@ -20,7 +21,14 @@ from __future__ import annotations
 import torch
 from huggingface_hub.dataclasses import strict
 from torch import nn
-from transformers import AutoConfig, AutoModelForSequenceClassification, BertConfig, BertForSequenceClassification
+from transformers import (
+    AutoConfig,
+    AutoModelForQuestionAnswering,
+    AutoModelForSequenceClassification,
+    BertConfig,
+    BertForQuestionAnswering,
+    BertForSequenceClassification,
+)
 
 MODEL_TYPE = "pruned_bert"
 
@@ -50,6 +58,18 @@ def resize_layer(layer: nn.Module, heads: int, intermediate: int, head_size: int
     layer.output.dense = nn.Linear(intermediate, hidden, device=dev, dtype=dt)
 
 
+def resize_encoder(model: nn.Module, config: PrunedBertConfig) -> None:
+    """Give each layer of `model.bert` the head and FFN sizes `config` lists for it."""
+    head_size = config.hidden_size // config.num_attention_heads
+    n = config.num_hidden_layers
+    heads = config.layer_heads or [config.num_attention_heads] * n
+    inter = config.layer_intermediate or [config.intermediate_size] * n
+    with torch.no_grad():
+        for layer, h, m in zip(model.bert.encoder.layer, heads, inter):
+            if h != config.num_attention_heads or m != config.intermediate_size:
+                resize_layer(layer, h, m, head_size)
+
+
 class PrunedBertForSequenceClassification(BertForSequenceClassification):
     """BertForSequenceClassification with per-layer head and FFN sizes from `PrunedBertConfig`."""
 
@@ -57,17 +77,21 @@ class PrunedBertForSequenceClassification(BertForSequenceClassification):
 
     def __init__(self, config: PrunedBertConfig) -> None:
         super().__init__(config)
-        head_size = config.hidden_size // config.num_attention_heads
-        n = config.num_hidden_layers
-        heads = config.layer_heads or [config.num_attention_heads] * n
-        inter = config.layer_intermediate or [config.intermediate_size] * n
-        with torch.no_grad():
-            for layer, h, m in zip(self.bert.encoder.layer, heads, inter):
-                if h != config.num_attention_heads or m != config.intermediate_size:
-                    resize_layer(layer, h, m, head_size)
+        resize_encoder(self, config)
+
+
+class PrunedBertForQuestionAnswering(BertForQuestionAnswering):
+    """BertForQuestionAnswering (start/end span head) with per-layer sizes from `PrunedBertConfig`."""
+
+    config_class = PrunedBertConfig
+
+    def __init__(self, config: PrunedBertConfig) -> None:
+        super().__init__(config)
+        resize_encoder(self, config)
 
 
 def register() -> None:
     """Make the Auto classes know model_type "pruned_bert" (idempotent)."""
     AutoConfig.register(MODEL_TYPE, PrunedBertConfig, exist_ok=True)
     AutoModelForSequenceClassification.register(PrunedBertConfig, PrunedBertForSequenceClassification, exist_ok=True)
+    AutoModelForQuestionAnswering.register(PrunedBertConfig, PrunedBertForQuestionAnswering, exist_ok=True)
