@@ -43,6 +43,10 @@ def main(argv: list[str] | None = None) -> int:
         raise ConfigError("config error: compare.onnx=true needs data.train (rows that calibrate int8 static); "
                           "fix: set data.train=..., or compare.onnx=false")
     manifest = load_manifest(args.shards, verify=False)
+    if "qa" in (cfg.data.task, manifest.get("task")):
+        raise ConfigError(f"--shards {args.shards}: jobs/compare.py compares classifiers (accuracy, the dev rows' "
+                          "classes); fix: for QA models use jobs/prune.py and jobs/evaluate.py --onnx "
+                          "(SQuAD EM/F1, docs/qa.md)")
     teacher = args.teacher or manifest["teacher"]["path"]
     task = task_from_shards(cfg, manifest, need_dev=True)
     shards = pipeline.check_shards(task, args.shards, teacher)
@@ -51,8 +55,8 @@ def main(argv: list[str] | None = None) -> int:
         raise ConfigError(f"--student {args.student}: its labels {list(scfg.id2label.values())} differ from the "
                           f"shards' {task.labels.names}; fix: pass the student distilled from these shards")
     if c.onnx and cfg.data.task != "single":
-        raise ConfigError("config error: compare.onnx=true with data.task=pair: the ONNX export has no "
-                          "token_type_ids input; fix: compare.onnx=false")
+        raise ConfigError("config error: compare.onnx=true with data.task=pair: the comparison's ONNX variants "
+                          "are timed on single texts; fix: compare.onnx=false")
     if c.prune and cfg.prune.recover and tokenizer_hash(args.student) != manifest["tokenizer_hash"]:
         raise ConfigError(f"--student {args.student}: its tokenizer differs from the shards', so KD from them "
                           "cannot recover it once pruned; fix: pass that teacher's shards, or prune.recover=false")

@@ -15,6 +15,7 @@ from conftest import REPO
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(600)]
 sys.path.insert(0, str(REPO / "jobs"))
+import compare  # noqa: E402
 import distill  # noqa: E402
 import prune  # noqa: E402
 import train_student  # noqa: E402
@@ -127,3 +128,7 @@ def test_prune_a_qa_teacher_from_the_qa_shards(run, tmp_path, capsys):
     ans = answer_questions(model, AutoTokenizer.from_pretrained(res["pruned"]), LONG_QUESTION, LONG_CONTEXT,
                            max_length=64, doc_stride=16)
     assert ans["answer"] and LONG_CONTEXT[ans["start"]:ans["end"]] == ans["answer"]
+    # the compression comparison ranks classifiers by accuracy: QA shards get the jobs that score spans
+    assert compare.main(["--shards", str((out / "logits").resolve()), "--student", str(out / "student"), *args,
+                         f"run.output_dir={tmp_path / 'cmp'}"]) == 2
+    assert "jobs/evaluate.py --onnx" in capsys.readouterr().err
