@@ -13,7 +13,8 @@
 
 Hyper-parameters: teacher lr 1e-4 (the 800-row MRPC run's, HF run_glue's range for a small
 model), student lr 2e-4 (a 3-layer student tolerates the higher rate, as in that run), 3 epochs
-each (BERT's GLUE recipe: 2-4), batch 32, T=2, alpha_kd 0.5, max_length 128 (HF run_glue's).
+each (BERT's GLUE recipe: 2-4), batch 32, T=2, alpha_kd 0.5, max_length 128 (HF run_glue's; no
+MRPC pair is longer, 12% of RTE's are and lose the premise's tail: longest-first truncation).
 Prints a table; writes runs/bench-glue-<task>/glue.json. Every stage goes through the same
 pipeline functions as jobs/distill.py; --lock is held around each stage, not the whole run.
 """
