@@ -30,10 +30,6 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).parent))
 from common import REPO, cpu_lock, machine, save, sst2_or_exit, table  # noqa: E402
 
-# bench/ is on sys.path (the script's own dir), and bench/onnx.py would shadow the onnx package
-# that distillray.evaluation imports through onnxruntime
-sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).parent.resolve()]
-
 
 def variants(args: argparse.Namespace) -> dict[str, list[str]]:
     """Each variant's config overrides on top of the shared base."""

@@ -30,9 +30,6 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 from common import REPO, cpu_lock, machine, save, table  # noqa: E402
 
-# bench/ is on sys.path (the script's own dir), and bench/onnx.py would shadow the onnx package
-sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != HERE]
-
 HEADLINE = {"mrpc": "f1", "rte": "accuracy"}  # GLUE's headline metric per task (the presets' data.metric)
 
 
@@ -47,6 +44,8 @@ def main() -> int:
     p.add_argument("--alpha-kd", type=float, default=0.5)
     p.add_argument("--output-dir", default=None, help="default: runs/bench-glue-<task>")
     p.add_argument("--lock", default=None, help="exclusive lock file held around each stage")
+    p.add_argument("--resume", action="store_true",
+                   help="keep teacher/ and student/ already in the output dir; train what is missing, then evaluate")
     p.add_argument("--evaluate-only", action="store_true",
                    help="reuse teacher/, student/ and student-hard/ already in the output dir: evaluate and time only")
     p.add_argument("overrides", nargs="*", help="extra config key=value")
@@ -81,14 +80,16 @@ def main() -> int:
             teacher = pipeline.TeacherResult(str(out / "teacher"))
             shards = pipeline.precompute(task, teacher.dir)  # a no-op: the cache is complete
         else:
+            done = {d: args.resume and (out / d / "config.json").exists() for d in ("teacher", "student")}
             with cpu_lock(args.lock):
-                teacher = pipeline.prepare_teacher(task)
+                teacher = pipeline.TeacherResult(str(out / "teacher")) if done["teacher"] else pipeline.prepare_teacher(task)
             with cpu_lock(args.lock):
                 shards = pipeline.precompute(task, teacher.dir)
             checked = pipeline.check_shards(task, shards.shard_dir, teacher.dir)
             init_dir = pipeline.student_init_dir(task, teacher.dir, cfg.student.layers)
-            with cpu_lock(args.lock):
-                sfit = pipeline.distill_student(cfg, checked, init_dir, task.dev, str(out / "student"))
+            if not done["student"]:
+                with cpu_lock(args.lock):
+                    sfit = pipeline.distill_student(cfg, checked, init_dir, task.dev, str(out / "student"))
             # its own run dir (metrics, Ray Train runs), so it does not overwrite the student's
             hard_cfg = load_config(args.task, base + args.overrides + [
                 "distill.alpha_kd=0", "distill.alpha_ce=1", f"run.output_dir={out / 'hard-labels'}"])

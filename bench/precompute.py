@@ -26,9 +26,6 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).parent))
 from common import REPO, cpu_lock, machine, save, sst2_or_exit, table  # noqa: E402
 
-# bench/onnx.py sits beside this file: with this dir on the path, `import onnx` would find it
-sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).resolve().parent]
-
 
 def matmul_gflops(n: int = 1024, seconds: float = 2.0) -> float:
     import torch

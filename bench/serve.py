@@ -35,10 +35,6 @@ sys.path.insert(0, str(Path(__file__).parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from common import REPO, cpu_lock, machine, save, sst2_or_exit, table  # noqa: E402
 
-# off the path once `common` is in: bench/onnx.py would stand in for the onnx package, here and in
-# Ray's workers (Ray gives them the driver's script dir when it is on the driver's path)
-sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).resolve().parent]
-
 
 def dev_sentences(path: Path) -> list[str]:
     with open(path, newline="", encoding="utf-8") as fh:

@@ -4,8 +4,8 @@ SST-2 dev, every variant timed side by side in alternating rounds (`evaluation.m
   torch fp32 student, torch int8 dynamic student, ORT fp32 student, ORT int8 dynamic student,
   ORT int8 static student (calibrated on --calibration-rows training rows), torch fp32 teacher
 
-    python bench/onnx.py                                   # runs/demo/{student,teacher} (make demo)
-    flock /tmp/distillray-ray.lock python bench/onnx.py --student DIR --teacher DIR
+    python bench/onnx_speed.py                                   # runs/demo/{student,teacher} (make demo)
+    flock /tmp/distillray-ray.lock python bench/onnx_speed.py --student DIR --teacher DIR
 
 Exports the student first (jobs/export_onnx.py's steps: fp32 parity vs torch, int8 agreement).
 Batch 1 ex/s is 1000 / the median single-text latency; batch 64 ex/s is the median of the rounds.
@@ -105,7 +105,7 @@ def main() -> int:
         *[(f"ORT {v} argmax agreement with ORT fp32", f"{agree:.1%}", ">= 99%", "yes" if agree >= 0.99 else "MISS")
           for v, agree in ((v, exported[v]["argmax_agreement_vs_fp32"]) for v in ("int8-dynamic", "int8-static"))],
     ]
-    print(f"\nbench/onnx.py, {started}, on {machine()}")
+    print(f"\nbench/onnx_speed.py, {started}, on {machine()}")
     print(f"SST-2 dev {t['rows']} rows, max_length {cfg.data.max_length}; student {args.student} "
           f"({eager['layers']} layers), teacher {args.teacher} ({t['layers']} layers); int8 static calibrated on "
           f"{len(calibration)} train rows; {len(eager['throughput_rounds'])} alternating rounds\n")
