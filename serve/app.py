@@ -46,7 +46,8 @@ def check_model_dir(model: str) -> str:
 
 
 def check_onnx_backend(model: str, cfg: Config) -> None:
-    """serve.backend=onnx needs a CPU and the classifier's export; else a one-line error."""
+    """serve.backend=onnx needs a CPU and the model dir's export (classifier or QA); else a
+    one-line error."""
     if cfg.workers.use_gpu:
         raise ConfigError("config error: serve.backend=onnx runs ONNX Runtime on CPU, but workers.use_gpu=true; "
                           "fix: set workers.use_gpu=false, or serve.backend=torch")
@@ -69,10 +70,6 @@ def qa_windows(model: str, cfg: Config) -> dict[str, int] | None:
 
     if not is_qa_model(model):
         return None
-    if cfg.serve.backend == "onnx":
-        raise ConfigError(f"config error: serve.backend=onnx serves classifiers, and {model} is a question-"
-                          "answering model; fix: serve it with serve.backend=torch (its ONNX export, "
-                          "jobs/export_onnx.py, is for ONNX Runtime deployments)")
     return answering_windows(cfg.data, load_tokenizer(model), model_config(model).max_position_embeddings)
 
 

@@ -1,12 +1,14 @@
 """Extractive QA end to end on a tiny SQuAD file and a tiny random QA BERT: jobs/distill.py main
 (teacher as is -> QA precompute -> distil -> SQuAD EM/F1 evaluation -> export, 1 worker,
 DeepSpeed), shards that refuse another window stride, the exported student answering
-through plain transformers, and jobs/prune.py pruning the QA teacher from the QA shards."""
+through plain transformers, jobs/prune.py pruning the QA teacher from the QA shards, and the
+teacher's start/end logits precomputed in ONNX Runtime."""
 
 from __future__ import annotations
 
 import json
 import sys
+from pathlib import Path
 
 import pyarrow.parquet as pq
 import pytest
@@ -17,6 +19,7 @@ pytestmark = [pytest.mark.integration, pytest.mark.timeout(600)]
 sys.path.insert(0, str(REPO / "jobs"))
 import compare  # noqa: E402
 import distill  # noqa: E402
+import precompute_logits  # noqa: E402
 import prune  # noqa: E402
 import train_student  # noqa: E402
 from qa_data import LONG_ANSWER, LONG_CONTEXT, LONG_QUESTION, write_squad  # noqa: E402
@@ -132,3 +135,43 @@ def test_prune_a_qa_teacher_from_the_qa_shards(run, tmp_path, capsys):
     assert compare.main(["--shards", str((out / "logits").resolve()), "--student", str(out / "student"), *args,
                          f"run.output_dir={tmp_path / 'cmp'}"]) == 2
     assert "jobs/evaluate.py --onnx" in capsys.readouterr().err
+
+
+def test_onnx_precompute_writes_the_qa_teachers_start_end_logits(run, tmp_path, capsys):
+    """precompute.backend=onnx on a QA teacher: the driver exports it (fused), checks the export on
+    training questions in windows, and ONNX Runtime actors write the same windows with start and
+    end logits within 1e-4 of torch's; an export left by another teacher is refused."""
+    import shutil
+
+    import numpy as np
+
+    from distillray.data.precompute import QATeacherLogits, onnx_teacher
+    from distillray.errors import ModelError
+    from tiny import make_tiny_qa_bert
+
+    out, args = run
+    teacher = tmp_path / "teacher"  # a copy: the export goes into the dir the other tests read
+    shutil.copytree(out / "teacher", teacher)
+    argv = [*[a for a in args if not a.startswith(("teacher.model=", "precompute.cache_dir="))], f"teacher.model={teacher}",
+            "precompute.backend=onnx", "precompute.logits_dtype=float32", f"precompute.cache_dir={tmp_path / 'cache'}",
+            f"run.output_dir={tmp_path / 'run'}"]
+    capsys.readouterr()
+    assert precompute_logits.main(argv) == 0
+    res = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert (teacher / "onnx" / "model.onnx").is_file() and res["rows_computed"] == res["rows"]
+    manifest = json.loads((Path(res["shard_dir"]) / "manifest.json").read_text())
+    assert (manifest["task"], manifest["logits_dtype"], manifest["doc_stride"]) == ("qa", "float32", 16)
+    got = pq.read_table([Path(res["shard_dir"]) / s["file"] for s in manifest["shards"]]).sort_by("id")
+    torch_shards = json.loads((out / "logits" / "manifest.json").read_text())
+    windows = pq.read_table([out / "logits" / s["file"] for s in torch_shards["shards"]]).sort_by("id")
+    assert got.column("input_ids").to_pylist() == windows.column("input_ids").to_pylist()
+    want = QATeacherLogits(str(teacher), 8, "float32", use_gpu=False, threads=1)(windows)
+    for col in ("teacher_start", "teacher_end"):
+        a, b = got.column(col).to_pylist(), want.column(col).to_pylist()
+        assert [len(x) for x in a] == [len(x) for x in b]
+        np.testing.assert_allclose(np.concatenate(a), np.concatenate(b), atol=1e-4, rtol=0)
+
+    other = make_tiny_qa_bert(tmp_path / "other", layers=2, max_positions=128, seed=1)
+    shutil.copytree(teacher / "onnx", other / "onnx")
+    with pytest.raises(ModelError, match="not this teacher's export; fix: delete"):
+        onnx_teacher(str(other), [(LONG_QUESTION, LONG_CONTEXT)], 64, 16)

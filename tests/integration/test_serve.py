@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -345,6 +346,42 @@ def test_each_model_answers_on_its_own_endpoint_only(server, qa_server):
     assert r.status_code == 422 and "classifies texts: POST /v1/classify" in r.json()["error"], r.text
     assert "/v1/answer" in httpx.get(f"{qa_server}/openapi.json").json()["paths"]
     assert_still_serving(server)
+
+
+@pytest.fixture  # deleted after its one test
+def onnx_qa_server(server, qa_model, tmp_path):
+    """serve.backend=onnx on a copy of the QA model exported to ONNX (fused, as jobs/export_onnx.py)."""
+    from ray import serve
+
+    from distillray.config import load_config
+    from distillray.models.onnx import export_onnx
+    from serve.app import bind
+
+    model = tmp_path / "student"
+    shutil.copytree(qa_model, model)
+    export_onnx(model)
+    serve.run(bind(load_config(None, [f"serve.model={model}", "serve.backend=onnx", *QA_LIMITS])), name="qa-onnx",
+              route_prefix="/qa-onnx")
+    yield f"{server}/qa-onnx", model
+    serve.delete("qa-onnx")
+
+
+def test_onnx_backend_answers_questions_like_torch_and_rejects_bad_input(onnx_qa_server, qa_server):
+    url, model = onnx_qa_server
+    info = httpx.get(f"{url}/v1/model").json()
+    assert (info["task"], info["backend"]) == ("qa", "onnx") and info["model"].endswith("+onnx") and info["params"] > 0
+    long_context = FILLER * 30 + "The farmer rode a zebra to town. " + FILLER * 3
+    batch = [{"question": "Which animal did the farmer ride?", "context": long_context},
+             {"question": "Where does it run?", "context": FILLER},
+             {"question": "Which animal?", "context": "Not a horse but a zebra, said Ada."}]
+    got, want = answer(url, batch), answer(qa_server, batch)
+    assert got.status_code == want.status_code == 200, (got.text, want.text)
+    got, want = got.json()["answers"], want.json()["answers"]
+    assert [(a["answer"], a["start"], a["end"]) for a in got] == [(w["answer"], w["start"], w["end"]) for w in want]
+    assert got[0]["answer"] == got[2]["answer"] == "zebra"
+    np.testing.assert_allclose([a["score"] for a in got], [w["score"] for w in want], rtol=1e-3)
+    r = answer(url, {"question": " ", "context": "x"})
+    assert r.status_code == 422 and "question is empty" in r.json()["error"], r.text
 
 
 @pytest.fixture  # deleted after its one test: the tests after it have the cores to themselves

@@ -78,5 +78,9 @@ def test_qa_windows_come_from_a_qa_config_and_bad_ones_fail_before_ray(tmp_path)
     with pytest.raises(ConfigError, match="data.doc_stride=320 must be .* below the context room") as e:
         settings_from(load_config(None, [f"serve.model={qa}", "data.doc_stride=320"]))
     assert "\n" not in str(e.value)
-    with pytest.raises(ConfigError, match="serve.backend=onnx serves classifiers.*fix: serve it with serve.backend=torch"):
+    # serve.backend=onnx serves a QA dir's export, so a dir without one is refused before Ray starts
+    from distillray.errors import ModelError
+
+    with pytest.raises(ModelError, match=r"serve.backend=onnx: .*no ONNX export.*jobs/export_onnx.py --model") as e:
         settings_from(load_config(None, [f"serve.model={qa}", "serve.backend=onnx"]))
+    assert "\n" not in str(e.value)

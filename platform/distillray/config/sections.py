@@ -160,8 +160,8 @@ class PrecomputeConfig(_Section):
     """torch, or onnx: the teacher's fp32 export (<teacher>/onnx/model.onnx; exported there first
     when missing, and checked against torch on a few rows) runs in ONNX Runtime on CPU, with
     cpus_per_actor intra-op threads. Never int8: the soft targets are what the student learns, and
-    quantisation error would be taught as signal. Logits only (no stored hidden states or layer
-    states; not data.task=qa). Shards are shared with torch's (the same key): fp32 logits agree
+    quantisation error would be taught as signal. Logits only (a classifier's, or a QA teacher's start
+    and end logits; no stored hidden states or layer states). Shards are shared with torch's (the same key): fp32 logits agree
     within 1e-4, below float16 storage's rounding."""
 
 

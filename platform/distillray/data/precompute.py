@@ -118,19 +118,24 @@ class OnnxTeacherLogits:
 PARITY_ROWS = 32  # training rows the driver runs through torch and the export before trusting it
 
 
-def onnx_teacher(teacher_dir: str, items: list, max_length: int) -> Path:
+def onnx_teacher(teacher_dir: str, items: list, max_length: int, doc_stride: int | None = None) -> Path:
     """The teacher's fp32 ONNX export for precompute.backend=onnx: exported into the teacher dir
     when missing (as jobs/export_onnx.py would), then checked against torch on `items` (a few
-    training rows), since a stale export of an earlier teacher in the same dir would silently
+    training rows; for a QA teacher, (question, context) pairs read in windows of `max_length`
+    with `doc_stride`), since a stale export of an earlier teacher in the same dir would silently
     teach another model's logits under this teacher's shard key."""
     from distillray.errors import ModelError
-    from distillray.models.onnx import PARITY_TOL, export_onnx, max_logit_diff, onnx_path
+    from distillray.models.onnx import PARITY_TOL, export_onnx, max_logit_diff, onnx_path, qa_max_logit_diff
 
     path = onnx_path(teacher_dir)
     if not path.is_file():
         logger.info("precompute: exporting the teacher to %s for ONNX Runtime", path)
         export_onnx(teacher_dir)
-    diff = max_logit_diff(teacher_dir, items, "fp32", max_length)
+    if doc_stride is None:
+        diff = max_logit_diff(teacher_dir, items, "fp32", max_length)
+    else:
+        diff = qa_max_logit_diff(teacher_dir, [q for q, _ in items], [c for _, c in items], "fp32", max_length,
+                                 doc_stride)
     if not diff <= PARITY_TOL:  # also catches NaN
         raise ModelError(f"{path}: its logits differ from the teacher's by up to {diff:.1e} on {len(items)} "
                          f"training rows (allowed {PARITY_TOL:.0e}), so it is not this teacher's export; fix: "
@@ -138,6 +143,26 @@ def onnx_teacher(teacher_dir: str, items: list, max_length: int) -> Path:
     logger.info("precompute: ONNX export checked: largest logit difference from torch %.1e on %d rows",
                 diff, len(items))
     return path
+
+
+def _span_logits(batch: pa.Table, batch_size: int, run) -> tuple[list[np.ndarray], list[np.ndarray]]:
+    """Each window's start and end logits at its real tokens: the windows length-sorted, padded per
+    batch, and `run(input_ids, attention_mask, token_type_ids)` (int64 tensors) -> (starts, ends)
+    float32 arrays (batch, longest window)."""
+    from distillray.inference import pad
+
+    seqs = batch.column("input_ids").to_pylist()
+    types = batch.column("token_type_ids").to_pylist()
+    order = np.argsort([len(x) for x in seqs], kind="stable")
+    starts: list[np.ndarray] = [np.empty(0)] * len(seqs)
+    ends: list[np.ndarray] = [np.empty(0)] * len(seqs)
+    for lo in range(0, len(seqs), batch_size):
+        idx = order[lo:lo + batch_size]
+        ids, mask = pad([seqs[i] for i in idx], 0)
+        s, e = run(ids, mask, pad([types[i] for i in idx], 0)[0])
+        for j, i in enumerate(idx):
+            starts[i], ends[i] = s[j, :len(seqs[i])], e[j, :len(seqs[i])]
+    return starts, ends
 
 
 class QATeacherLogits:
@@ -160,24 +185,43 @@ class QATeacherLogits:
     def __call__(self, batch: pa.Table) -> pa.Table:
         import torch
 
-        from distillray.inference import pad
+        def run(ids, mask, types):
+            with torch.inference_mode():
+                out = self.model(input_ids=ids.to(self.device), attention_mask=mask.to(self.device),
+                                 token_type_ids=types.to(self.device))
+            return out.start_logits.float().cpu().numpy(), out.end_logits.float().cpu().numpy()
 
         t0 = time.time()
-        seqs = batch.column("input_ids").to_pylist()
-        types = batch.column("token_type_ids").to_pylist()
-        order = np.argsort([len(x) for x in seqs], kind="stable")
-        starts: list[np.ndarray] = [np.empty(0)] * len(seqs)
-        ends: list[np.ndarray] = [np.empty(0)] * len(seqs)
-        with torch.inference_mode():
-            for lo in range(0, len(seqs), self.batch_size):
-                idx = order[lo:lo + self.batch_size]
-                ids, mask = pad([seqs[i] for i in idx], 0)
-                tt = pad([types[i] for i in idx], 0)[0]
-                out = self.model(input_ids=ids.to(self.device), attention_mask=mask.to(self.device),
-                                 token_type_ids=tt.to(self.device))
-                s, e = out.start_logits.float().cpu().numpy(), out.end_logits.float().cpu().numpy()
-                for j, i in enumerate(idx):
-                    starts[i], ends[i] = s[j, :len(seqs[i])], e[j, :len(seqs[i])]
+        starts, ends = _span_logits(batch, self.batch_size, run)
+        table = shards.make_qa_table(batch, starts, ends, self.logits_dtype)
+        record_precompute(table.num_rows, time.time() - t0, self.run_name)
+        return table
+
+
+class OnnxQATeacherLogits:
+    """`QATeacherLogits` through ONNX Runtime (precompute.backend=onnx): the QA teacher's fp32
+    export, checked against torch by the driver (`onnx_teacher`) and shipped as bytes."""
+
+    def __init__(self, model_ref: list, batch_size: int, logits_dtype: str, threads: int, run_name: str = "") -> None:
+        import tempfile
+
+        from distillray.models.onnx import onnx_session
+
+        with tempfile.TemporaryDirectory() as tmp:  # the session keeps the graph in memory
+            path = Path(tmp) / "model.onnx"
+            path.write_bytes(ray.get(model_ref[0]))
+            self.session = onnx_session(path, threads=max(1, threads))
+        self.batch_size, self.logits_dtype, self.run_name = batch_size, logits_dtype, run_name
+
+    def __call__(self, batch: pa.Table) -> pa.Table:
+        from distillray.models.onnx import SPAN_OUTPUTS
+
+        def run(ids, mask, types):
+            feed = {"input_ids": ids.numpy(), "attention_mask": mask.numpy(), "token_type_ids": types.numpy()}
+            return tuple(self.session.run(list(SPAN_OUTPUTS), feed))
+
+        t0 = time.time()
+        starts, ends = _span_logits(batch, self.batch_size, run)
         table = shards.make_qa_table(batch, starts, ends, self.logits_dtype)
         record_precompute(table.num_rows, time.time() - t0, self.run_name)
         return table
@@ -458,13 +502,19 @@ def run_qa_precompute(cfg: Config, train: Any, teacher_dir: str) -> PrecomputeRe
     pending = sum(b.num_rows for b in blocks)
     if blocks:
         n_actors = min(n_actors, len(blocks))
-        logger.info("precompute: %d windows of %d questions -> %s with %d %s actor(s)", pending, len(train),
-                    out_dir, n_actors, "GPU" if use_gpu else "CPU")
+        logger.info("precompute: %d windows of %d questions -> %s with %d %s actor(s), %s", pending, len(train),
+                    out_dir, n_actors, "GPU" if use_gpu else "CPU", cfg.precompute.backend)
+        kwargs = dict(batch_size=cfg.precompute.batch_size, logits_dtype=cfg.precompute.logits_dtype,
+                      threads=int(max(1, cfg.precompute.cpus_per_actor)), run_name=cfg.run_name)
+        if cfg.precompute.backend == "onnx":  # config rules refused GPUs
+            items = [(ex.question, ex.context) for ex in train.examples[:PARITY_ROWS]]
+            path = onnx_teacher(teacher_dir, items, cfg.data.max_length, cfg.data.doc_stride)
+            actor, kwargs = OnnxQATeacherLogits, dict(kwargs, model_ref=[ray.put(path.read_bytes())])
+        else:
+            actor, kwargs = QATeacherLogits, dict(kwargs, model_dir=str(teacher_dir), use_gpu=use_gpu)
         ds = ray.data.from_arrow(blocks).map_batches(
-            QATeacherLogits,
-            fn_constructor_kwargs=dict(model_dir=str(teacher_dir), batch_size=cfg.precompute.batch_size,
-                                       logits_dtype=cfg.precompute.logits_dtype, use_gpu=use_gpu,
-                                       threads=int(max(1, cfg.precompute.cpus_per_actor)), run_name=cfg.run_name),
+            actor,
+            fn_constructor_kwargs=kwargs,
             batch_size=None, batch_format="pyarrow", compute=ray.data.ActorPoolStrategy(size=n_actors),
             num_cpus=0 if use_gpu else cfg.precompute.cpus_per_actor, num_gpus=1 if use_gpu else 0)
         ds.set_name(f"precompute-qa-logits:{cfg.run_name}")

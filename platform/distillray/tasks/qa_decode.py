@@ -11,7 +11,7 @@ mapped back to characters through the window's offsets. Transformers 5 removed
 
 from __future__ import annotations
 
-from typing import Sequence
+from typing import Callable, Sequence
 
 import numpy as np
 import torch
@@ -108,18 +108,28 @@ def answer_questions(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase,
     """Answer each question from its context: {"answer", "score", "start", "end"} per question
     (one dict for a single question string), the keys `pipeline("question-answering")` returned.
     Contexts longer than `max_length` tokens are read in windows overlapping by `doc_stride`."""
+    was_training = model.training
+    model.eval()
+    try:
+        return answer_with(lambda w, b: window_logits(model, w, b), tokenizer, questions, contexts, max_length,
+                           doc_stride, max_answer_length, n_best, max_question_tokens, batch_size)
+    finally:
+        model.train(was_training)
+
+
+def answer_with(logits: Callable[[QAWindows, int], tuple[np.ndarray, np.ndarray]],
+                tokenizer: PreTrainedTokenizerBase, questions: str | Sequence[str], contexts: str | Sequence[str],
+                max_length: int = 384, doc_stride: int = 128, max_answer_length: int = 30, n_best: int = 20,
+                max_question_tokens: int = 64, batch_size: int = 32) -> dict | list[dict]:
+    """`answer_questions` with any runtime: `logits(windows, batch_size)` gives the start and end
+    logits of every window (`window_logits`, or `models.onnx.onnx_window_logits` with its session)."""
     single = isinstance(questions, str)
     if single != isinstance(contexts, str):
         raise ValueError("pass one question with one context, or a list of each")
     qs = [questions] if single else list(questions)
     cs = [contexts] if single else list(contexts)
-    was_training = model.training
-    model.eval()
-    try:
-        windows = tokenize_windows(tokenizer, qs, cs, max_length=max_length, doc_stride=doc_stride,
-                                   max_question_tokens=max_question_tokens)
-        starts, ends = window_logits(model, windows, batch_size)
-    finally:
-        model.train(was_training)
+    windows = tokenize_windows(tokenizer, qs, cs, max_length=max_length, doc_stride=doc_stride,
+                               max_question_tokens=max_question_tokens)
+    starts, ends = logits(windows, batch_size)
     answers = decode_windows(starts, ends, windows, cs, n_best=n_best, max_answer_length=max_answer_length)
     return answers[0] if single else answers
