@@ -1,4 +1,5 @@
-"""What each distillation ingredient buys on SST-2, on the same rows and seeds, one teacher:
+"""What each distillation ingredient buys on SST-2, on the same rows and seeds, one teacher
+fine-tuned on all of SST-2 train (the DistilBERT setting; --teacher-rows to cap it):
 
   hard-label   the 3-layer student (teacher layers [0, 2, 4]), gold labels only (alpha_kd=0)
   kd           + the teacher's soft targets on the labelled rows (the default pipeline)
@@ -12,7 +13,8 @@ exact p, params, throughput at batch 64 and latency at batch 1 (all models timed
 precompute rows/s and shard bytes per row, median seconds per training step.
 
     python bench/ablation.py                                      # the sizes in docs/benchmarks.md
-    python bench/ablation.py --rows 200 --teacher-epochs 1 --copies 1 --general-steps 4 --smoke
+    python bench/ablation.py --rows 200 --teacher-rows 200 --copies 1 --general-steps 4 --smoke
+    python bench/ablation.py teacher.model=runs/bench-ablation/teacher   # reuse a fine-tuned teacher
 
 Every stage goes through the pipeline functions jobs/distill.py uses. Prints a table; writes
 runs/bench-ablation/ablation.json.
@@ -55,8 +57,10 @@ def step_time(history: list[dict]) -> float:
 
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--rows", type=int, default=8000, help="seeded train rows for the teacher and every student")
-    p.add_argument("--teacher-epochs", type=int, default=2)
+    p.add_argument("--rows", type=int, default=8000, help="seeded train rows for every student")
+    p.add_argument("--teacher-rows", type=int, default=None,
+                   help="seeded train rows for the teacher's fine-tune; default all of SST-2 train")
+    p.add_argument("--teacher-epochs", type=int, default=1)
     p.add_argument("--teacher-lr", type=float, default=1e-4)
     p.add_argument("--student-epochs", type=int, default=1)
     p.add_argument("--student-lr", type=float, default=2e-4)
@@ -80,23 +84,28 @@ def main() -> int:
     from distillray.ray_utils import ray_session
 
     out = Path(args.output_dir)
-    base = [f"data.max_rows={args.rows}", "data.sample=random", "data.sample_seed=0",
-            f"finetune.epochs={args.teacher_epochs}", f"finetune.lr={args.teacher_lr}",
+    student_rows = [f"data.max_rows={args.rows}"]
+    teacher_rows = [f"data.max_rows={args.teacher_rows or 'null'}"]
+    base = ["data.sample=random", "data.sample_seed=0", f"finetune.epochs={args.teacher_epochs}",
+            f"finetune.lr={args.teacher_lr}",
             f"train.epochs={args.student_epochs}", f"train.lr={args.student_lr}", "student.layers=[0,2,4]",
             "checkpoint.every=0", "train.eval_every=0", "train.log_every=25", "precompute.logits_dtype=float16",
             f"run.output_dir={out}", *(["data.dev_max_rows=64"] if args.smoke else []), *args.overrides]
     cli.setup_logging("INFO")
     t_all = time.time()
-    cfg = load_config("sst2", base)
+    cfg = load_config("sst2", base + student_rows)
     task = preflight(cfg)
+    teacher_task = preflight(load_config("sst2", base + teacher_rows))
     todo = variants(args)
     if args.only is not None:
         todo = {k: v for k, v in todo.items() if k == "hard-label" or k in args.only}
-    cfgs = {name: load_config("sst2", base + extra) for name, extra in todo.items()}  # config errors first
+    cfgs = {name: load_config("sst2", base + student_rows + extra) for name, extra in todo.items()}  # config errors first
     runs: dict[str, dict] = {}
     with ray_session(cfg):
         with cpu_lock(args.lock):
-            teacher = pipeline.prepare_teacher(task)
+            t0 = time.time()
+            teacher = pipeline.prepare_teacher(teacher_task)
+            teacher_s = time.time() - t0
         for name, vcfg in cfgs.items():
             vtask = dataclasses.replace(task, cfg=vcfg)
             with cpu_lock(args.lock):
@@ -129,13 +138,15 @@ def main() -> int:
                      e["throughput"] / t["throughput"], r["precompute_rows_per_s"] or "cached",
                      r["bytes_per_row"], r["s_per_step"], r["steps"] + r["general_steps"]))
     print(f"\nbench/ablation.py on {machine()}")
-    print(f"teacher and students on {args.rows} seeded SST-2 train rows (teacher {args.teacher_epochs} epochs, "
-          f"students {args.student_epochs}); dev {len(task.dev)} rows; augment.copies={args.copies}; small = "
+    print(f"teacher on {len(teacher_task.train)} SST-2 train rows ({args.teacher_epochs} epochs, {teacher_s:.0f} s), "
+          f"students on {len(task.train)} of them ({args.student_epochs} epochs); dev {len(task.dev)} rows; "
+          f"augment.copies={args.copies}; small = "
           f"{args.small_layers} layers x {args.small_hidden} (truncated), {args.general_steps} task-agnostic steps\n")
     print(table(rows, ("model", "dev acc", "only it / only hard right", "McNemar p", "params", "ex/s b64",
                        "ms b1", "x teacher b64", "precompute rows/s", "bytes/row", "s/step", "steps")))
     print(f"\nwall time: {time.time() - t_all:.0f} s")
-    save(out, "ablation", {"runs": runs, "evals": evals, "args": vars(args), "machine": machine(),
+    save(out, "ablation", {"runs": runs, "evals": evals, "teacher_rows": len(teacher_task.train),
+                           "teacher_s": teacher_s, "args": vars(args), "machine": machine(),
                            "seconds": time.time() - t_all})
     return 0
 
