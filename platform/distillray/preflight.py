@@ -211,7 +211,7 @@ def preflight(cfg: Config, need_train: bool = True, need_dev: bool = True,
     if cfg.data.metric == "f1" and len(labels.names) != 2:
         raise ConfigError(f"config error: data.metric=f1 is the F1 of the positive class of a binary task, but "
                           f"{train.source} has {len(labels.names)} labels {labels.names}; fix: set data.metric=accuracy")
-    if cfg.augment.unlabelled:
+    if cfg.augment.unlabelled or cfg.augment.corpus:
         from distillray.data.augment import load_unlabelled
 
         load_unlabelled(cfg)  # its file errors, now rather than inside the precompute job

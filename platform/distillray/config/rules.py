@@ -222,9 +222,10 @@ def _check_qa_tree(cfg: BaseModel) -> None:
     if cfg.precompute.store_hidden:
         raise ConfigError("config error: precompute.store_hidden=true is not used by data.task=qa; "
                           "fix: set precompute.store_hidden=false")
-    if a.copies > 0 or a.unlabelled:
-        raise ConfigError("config error: augment.copies/augment.unlabelled are for text "
-                          "classification, not data.task=qa; fix: set augment.copies=0 augment.unlabelled=[]")
+    if a.copies > 0 or a.unlabelled or a.corpus:
+        raise ConfigError("config error: augment.copies/augment.unlabelled/augment.corpus are for text "
+                          "classification, not data.task=qa; fix: set augment.copies=0 augment.unlabelled=[] "
+                          "augment.corpus=null")
 
 
 _UNSEARCHABLE = {"train.log_every", "train.eval_every"}

@@ -199,6 +199,10 @@ class AugmentConfig(_Section):
     unlabelled_column: str | int = "text"
     """The text column of augment.unlabelled: a name (tsv/csv then have a header line), or a 0-based
     index (tsv/csv without a header line)."""
+    corpus: str | None = None
+    """A datasets dir (../shared/data) whose train splits the teacher labels as unlabelled text, the
+    task-agnostic corpus (data/corpus.py): SST-2's sentences, both texts of MRPC and RTE pairs,
+    SQuAD contexts cut into sentences; deduplicated, no dev row. null: none."""
 
 
 class DistillConfig(_Section):

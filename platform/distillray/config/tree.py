@@ -315,6 +315,8 @@ def resolve_paths(cfg: Config, base: Path) -> Config:
     d["run"]["output_dir"] = str(Path(out[len("file://"):]).resolve()) if out.startswith("file://") else fix(out)
     d["precompute"]["cache_dir"] = fix(cfg.precompute.cache_dir)
     d["augment"]["unlabelled"] = [fix(p) for p in cfg.augment.unlabelled]
+    if cfg.augment.corpus:
+        d["augment"]["corpus"] = fix(cfg.augment.corpus)
     if cfg.serve.model:
         d["serve"]["model"] = fix(cfg.serve.model)
     teacher = cfg.teacher.model

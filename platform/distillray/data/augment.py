@@ -64,7 +64,7 @@ def source_counts(ids: np.ndarray) -> dict[str, int]:
 
 
 def enabled(a: AugmentConfig) -> bool:
-    return a.copies > 0 or bool(a.unlabelled)
+    return a.copies > 0 or bool(a.unlabelled) or bool(a.corpus)
 
 
 def trains_on_unlabelled(d: DistillConfig) -> bool:
@@ -99,8 +99,8 @@ def _reader_config(data: DataConfig, column: str | int) -> DataConfig:
 
 
 def load_unlabelled(cfg: Config) -> list[UnlabelledText]:
-    """Read every augment.unlabelled file (rows with empty text skipped); DataError names the
-    file, line and the augment key to fix."""
+    """Read every augment.unlabelled file (rows with empty text skipped), then the augment.corpus
+    dir's texts; DataError names the file, line and the augment key to fix."""
     a = cfg.augment
     rcfg = _reader_config(cfg.data, a.unlabelled_column)
     out = []
@@ -117,6 +117,16 @@ def load_unlabelled(cfg: Config) -> list[UnlabelledText]:
         if rows[-1].id >= 1 << _FILE_SHIFT:
             raise DataError(f"augment.unlabelled: {path}: more than 2^40 rows; fix: split the file")
         out.append(UnlabelledText(path, np.array([r.id for r in rows], np.int64), [r.text for r in rows]))
+    if a.corpus:
+        from distillray.data.corpus import build_corpus
+
+        try:
+            corpus = build_corpus(a.corpus)
+        except DataError as e:
+            raise DataError(f"augment.corpus: {e}") from None
+        for path in corpus.missing:
+            logger.warning("augment.corpus: %s not found: left out of the corpus", path)
+        out.append(UnlabelledText(f"corpus:{a.corpus}", np.arange(len(corpus.texts), dtype=np.int64), corpus.texts))
     if len(out) >= 1 << (_SHIFT - _FILE_SHIFT):
         raise DataError(f"augment.unlabelled lists {len(out)} files; fix: concatenate them into fewer")
     return out
