@@ -26,8 +26,7 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 from common import REPO, machine, save, table  # noqa: E402
 
-# bench/ leaves the path (its onnx.py would shadow the onnx package); jobs/ joins it for distill
-sys.path[:] = [str(HERE.parent / "jobs")] + [p for p in sys.path if Path(p or ".").resolve() != HERE]
+sys.path.insert(0, str(HERE.parent / "jobs"))  # jobs/distill.py
 
 SQUAD = (REPO / ".." / "shared" / "data" / "squad").resolve()
 
