@@ -61,6 +61,14 @@ def tiny_teacher_onnx(tiny_teacher, tmp_path_factory) -> Path:
     return model
 
 
+def pytest_collection_modifyitems(config, items):
+    """Unit tests run before integration tests, whatever the command line's order. The session's
+    Ray (`ray_local`) starts with the first integration test and stays up to the end, and its
+    actors' log lines reach this process's stderr whenever they come: a unit test that counts the
+    lines a job writes to stderr must never run while it is up."""
+    items.sort(key=lambda item: item.path.parent.name == "integration")  # stable: file order kept
+
+
 @pytest.fixture(scope="session")
 def ray_local():
     """A real local Ray for the whole session, started like the jobs start it."""

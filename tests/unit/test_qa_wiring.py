@@ -31,7 +31,7 @@ def test_squad_preset_is_qa_at_384_128():
     (["data.metric=accuracy"], "data.task=qa is scored by the SQuAD v1.1 F1"),
     (["data.doc_stride=384"], "data.doc_stride=384 must be below data.max_length=384"),
     (["distill.alpha_mse=0.5"], "distill.alpha_mse=0.5 is not defined for data.task=qa"),
-    (["augment.copies=1"], "augment.copies/augment.unlabelled are for text classification"),
+    (["augment.copies=1"], "augment.copies/augment.unlabelled/augment.corpus are for text classification"),
 ])
 def test_bad_qa_combinations_are_one_line_config_errors(overrides, message):
     with pytest.raises(ConfigError, match=message.replace(".", r"\.").replace("/", "/")) as e:
