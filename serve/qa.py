@@ -17,8 +17,6 @@ import functools
 import logging
 from typing import Any
 
-import numpy as np
-
 from ray import serve
 
 from distillray import storage
@@ -45,14 +43,11 @@ class QuestionAnswerer:
         backend = settings.get("backend", "torch")
         self.device = pick_device(settings.get("use_gpu", False))
         if backend == "onnx":  # ONNX Runtime on the dir's export; serve/app.py checked that it exists
-            import onnx
-
-            from distillray.models.onnx import onnx_session, onnx_window_logits, require_onnx
+            from distillray.models.onnx import onnx_param_count, onnx_session, onnx_window_logits, require_onnx
 
             export = require_onnx(path, "int8-dynamic" if settings["quantize"] else "fp32")
             self.logits = functools.partial(onnx_window_logits, onnx_session(export, threads))
-            graph = onnx.load(str(export), load_external_data=False).graph
-            params = sum(int(np.prod(t.dims)) for t in graph.initializer)
+            params = onnx_param_count(export)
         else:
             from distillray.tasks.qa_decode import window_logits
 

@@ -197,29 +197,22 @@ class OnnxQAAnswerer:
     int8-static) in ONNX Runtime: the same windows and span decoding, the logits from the graph."""
 
     def __init__(self, model_dir: str | Path, variant: str, threads: int | None = None, **decoding: int) -> None:
-        import onnx
+        import functools
 
         from distillray.models import load_tokenizer
-        from distillray.models.onnx import onnx_session, require_onnx
+        from distillray.models.onnx import onnx_param_count, onnx_session, onnx_window_logits, require_onnx
 
         path = require_onnx(model_dir, variant)
         self.session = onnx_session(path, threads or len(os.sched_getaffinity(0)))
+        self.logits = functools.partial(onnx_window_logits, self.session)
         self.path, self.tokenizer, self.decoding = path, load_tokenizer(model_dir), decoding
-        graph = onnx.load(str(path), load_external_data=False).graph
-        self.num_params = sum(int(np.prod(t.dims)) for t in graph.initializer)
+        self.num_params = onnx_param_count(path)
 
     def predict(self, items: list[tuple[str, str]], batch_size: int = 32) -> list[dict]:
-        from distillray.models.onnx import onnx_window_logits
-        from distillray.tasks.qa import tokenize_windows
-        from distillray.tasks.qa_decode import decode_windows
+        from distillray.tasks.qa_decode import answer_with
 
-        d = self.decoding
-        contexts = [c for _, c in items]
-        windows = tokenize_windows(self.tokenizer, [q for q, _ in items], contexts, max_length=d["max_length"],
-                                   doc_stride=d["doc_stride"])
-        starts, ends = onnx_window_logits(self.session, windows, batch_size)
-        return decode_windows(starts, ends, windows, contexts, n_best=d["n_best"],
-                              max_answer_length=d["max_answer_length"])
+        return answer_with(self.logits, self.tokenizer, [q for q, _ in items], [c for _, c in items],
+                           batch_size=batch_size, **self.decoding)
 
 
 QA_THROUGHPUT_BATCH = 32  # windows per forward pass when QA throughput is timed (SQuAD's usual eval batch)

@@ -13,7 +13,7 @@ from transformers import PretrainedConfig, PreTrainedTokenizerBase
 
 from distillray.inference import softmax
 from distillray.models import load_tokenizer, model_config
-from distillray.models.onnx import onnx_logits, onnx_session, require_onnx
+from distillray.models.onnx import onnx_logits, onnx_param_count, onnx_session, require_onnx
 from distillray.tasks.classification import model_task, tokenize
 
 
@@ -56,13 +56,10 @@ def load_onnx_for_inference(model_dir: str | Path, variant: str = "fp32", max_le
                             threads: int | None = None) -> OnnxPredictor:
     """Load a model dir's ONNX export (variant: fp32, int8-dynamic, int8-static) in ONNX Runtime,
     with `threads` intra-op threads (default: every core this process may use)."""
-    import onnx
-
     path = require_onnx(model_dir, variant)
     session = onnx_session(path, threads or len(os.sched_getaffinity(0)))
     cfg = model_config(model_dir)
-    graph = onnx.load(str(path), load_external_data=False).graph
-    params = sum(int(np.prod(t.dims)) for t in graph.initializer)
+    params = onnx_param_count(path)
     limit = max_length or min(getattr(cfg, "max_position_embeddings", 512), 512)
     return OnnxPredictor(session=session, tokenizer=load_tokenizer(model_dir), config=cfg, max_length=limit,
                           path=str(model_dir), variant=variant, num_params=params)

@@ -181,6 +181,14 @@ def onnx_session(path: str | Path, threads: int | None = None) -> ort.InferenceS
     return ort.InferenceSession(str(path), sess_options=opts, providers=["CPUExecutionProvider"])
 
 
+def onnx_param_count(path: str | Path) -> int:
+    """Parameters in an export: the elements of its initializers (weights only, no data read)."""
+    import onnx
+
+    graph = onnx.load(str(path), load_external_data=False).graph
+    return sum(int(np.prod(t.dims)) for t in graph.initializer)
+
+
 def sorted_batches(seqs: list, batch_size: int) -> Iterator[np.ndarray]:
     """Row indices of each batch, formed over length-sorted rows (as `inference.forward_sorted`)."""
     order = np.argsort([len(s) for s in seqs], kind="stable")
