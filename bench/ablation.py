@@ -5,6 +5,7 @@ fine-tuned on all of SST-2 train (the DistilBERT setting; --teacher-rows to cap 
   kd           + the teacher's soft targets on the labelled rows (the default pipeline)
   kd+text      + teacher-labelled augmented copies of the training rows (augment.copies)
   kd+text+layers  + TinyBERT's hidden-state and attention losses on the mapped layers
+               ("kd+layers", and no kd+text row, with --copies 0)
   small        a student truncated to fewer layers and a smaller width, with the task-agnostic
                stage (intermediate layers only) before the task stage; kd+text+layers otherwise
 
@@ -39,13 +40,12 @@ def variants(args: argparse.Namespace) -> dict[str, list[str]]:
     layers = ["distill.alpha_hidden=1", "distill.alpha_attn=1"]
     small = ["student.layers=null", "student.init=truncate", f"student.num_layers={args.small_layers}",
              f"student.hidden_size={args.small_hidden}", f"student.general_distill_steps={args.general_steps}"]
-    return {
-        "hard-label": ["distill.alpha_kd=0", "distill.alpha_ce=1"],
-        "kd": [],
-        "kd+text": text,
-        "kd+text+layers": text + layers,
-        "small": text + layers + small,
-    }
+    out = {"hard-label": ["distill.alpha_kd=0", "distill.alpha_ce=1"], "kd": []}
+    if args.copies:  # --copies 0: no augmented text, so no kd+text row and "kd+layers" says so
+        out["kd+text"] = text
+    out["kd+text+layers" if args.copies else "kd+layers"] = text + layers
+    out["small"] = text + layers + small
+    return out
 
 
 def step_time(history: list[dict]) -> float:
@@ -57,7 +57,7 @@ def step_time(history: list[dict]) -> float:
 
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--rows", type=int, default=8000, help="seeded train rows for every student")
+    p.add_argument("--rows", type=int, default=8000, help="seeded train rows for every student; 0: all of train")
     p.add_argument("--teacher-rows", type=int, default=None,
                    help="seeded train rows for the teacher's fine-tune; default all of SST-2 train")
     p.add_argument("--teacher-epochs", type=int, default=1)
@@ -84,7 +84,7 @@ def main() -> int:
     from distillray.ray_utils import ray_session
 
     out = Path(args.output_dir)
-    student_rows = [f"data.max_rows={args.rows}"]
+    student_rows = [f"data.max_rows={args.rows or 'null'}"]
     teacher_rows = [f"data.max_rows={args.teacher_rows or 'null'}"]
     base = ["data.sample=random", "data.sample_seed=0", f"finetune.epochs={args.teacher_epochs}",
             f"finetune.lr={args.teacher_lr}",
@@ -98,6 +98,8 @@ def main() -> int:
     teacher_task = preflight(load_config("sst2", base + teacher_rows))
     todo = variants(args)
     if args.only is not None:
+        if unknown := set(args.only) - set(todo):
+            p.error(f"--only {' '.join(sorted(unknown))}: not a variant here; pick from {', '.join(todo)}")
         todo = {k: v for k, v in todo.items() if k == "hard-label" or k in args.only}
     cfgs = {name: load_config("sst2", base + student_rows + extra) for name, extra in todo.items()}  # config errors first
     runs: dict[str, dict] = {}
