@@ -214,7 +214,7 @@ def preflight(cfg: Config, need_train: bool = True, need_dev: bool = True,
     if cfg.augment.unlabelled or cfg.augment.corpus:
         from distillray.data.augment import load_unlabelled
 
-        load_unlabelled(cfg)  # its file errors, now rather than inside the precompute job
+        load_unlabelled(cfg, train)  # its file errors, now rather than inside the precompute job
     logger.info("data: train %d rows (%s), dev %s rows, labels %s", len(train), train.source,
                 len(dev) if dev else 0, labels.names)
     return Task(cfg=cfg, train=train, dev=dev, labels=labels, load_seconds=time.time() - t0)

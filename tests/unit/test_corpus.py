@@ -4,6 +4,10 @@ the unlabelled rows the teacher labels, under the shard key."""
 
 from __future__ import annotations
 
+import dataclasses
+import logging
+
+import numpy as np
 import pytest
 
 from conftest import shared_data
@@ -13,6 +17,7 @@ from distillray.config import ConfigError, load_config
 from distillray.data.augment import enabled, load_unlabelled, shard_meta
 from distillray.data.corpus import build_corpus as build
 from distillray.data.corpus import split_sentences
+from distillray.data.text import TextDataset
 from distillray.errors import DataError
 
 
@@ -56,6 +61,21 @@ def test_augment_corpus_joins_the_unlabelled_rows_and_the_shard_key(tmp_path, ca
     assert shard_meta(cfg.augment, load_unlabelled(cfg)) != key  # a changed dataset: new shards
     with pytest.raises(ConfigError, match="augment.corpus are for text classification.*augment.corpus=null"):
         load_config("squad", [f"augment.corpus={tmp_path / 'data'}"])
+
+
+def test_labelled_train_texts_are_not_also_unlabelled_rows(tmp_path, caplog):
+    caplog.set_level(logging.INFO, "distillray")
+    write_datasets(tmp_path)
+    cfg = load_config(None, [f"augment.corpus={tmp_path}"])
+    full = build(tmp_path).texts
+    train = TextDataset("train.tsv", np.arange(2), ["a  gorgeous film", "not in the corpus"], np.zeros(2, np.int64),
+                        ["0", "1"])
+    (corpus,) = load_unlabelled(cfg, train)
+    assert "a gorgeous film" not in corpus.texts and corpus.texts == full[1:]
+    assert corpus.ids.tolist() == list(range(1, len(full)))  # ids stay corpus positions
+    assert "1 of %d texts are labelled train rows" % len(full) in caplog.text
+    pairs = dataclasses.replace(train, text_pairs=["x", "y"])  # a pair row is not a single text
+    assert load_unlabelled(cfg, pairs)[0].texts == full
 
 
 def test_bad_corpus_dir_is_one_line_with_the_fix(tmp_path):

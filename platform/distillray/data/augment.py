@@ -33,7 +33,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from distillray.config import AugmentConfig, Config, DataConfig, DistillConfig
-from distillray.data.text import read_rows
+from distillray.data.text import TextDataset, read_rows
 from distillray.errors import DataError
 from distillray.losses import UNLABELLED
 
@@ -98,9 +98,11 @@ def _reader_config(data: DataConfig, column: str | int) -> DataConfig:
                                    "text_column": column, "label_column": column})
 
 
-def load_unlabelled(cfg: Config) -> list[UnlabelledText]:
+def load_unlabelled(cfg: Config, labelled: TextDataset | None = None) -> list[UnlabelledText]:
     """Read every augment.unlabelled file (rows with empty text skipped), then the augment.corpus
-    dir's texts; DataError names the file, line and the augment key to fix."""
+    dir's texts less those that are one of `labelled`'s single texts (the corpus holds the task's
+    own train split: a labelled row is not also an unlabelled one); DataError names the file, line
+    and the augment key to fix."""
     a = cfg.augment
     rcfg = _reader_config(cfg.data, a.unlabelled_column)
     out = []
@@ -126,7 +128,15 @@ def load_unlabelled(cfg: Config) -> list[UnlabelledText]:
             raise DataError(f"augment.corpus: {e}") from None
         for path in corpus.missing:
             logger.warning("augment.corpus: %s not found: left out of the corpus", path)
-        out.append(UnlabelledText(f"corpus:{a.corpus}", np.arange(len(corpus.texts), dtype=np.int64), corpus.texts))
+        ids, texts = np.arange(len(corpus.texts), dtype=np.int64), corpus.texts  # ids: corpus positions
+        if labelled is not None and labelled.text_pairs is None:
+            seen = {" ".join(t.split()) for t in labelled.texts}
+            keep = np.array([t not in seen for t in texts], bool)
+            if not keep.all():
+                logger.info("augment.corpus: %d of %d texts are labelled train rows: left out of the unlabelled rows",
+                            int((~keep).sum()), len(texts))
+                ids, texts = ids[keep], [t for t, k in zip(texts, keep) if k]
+        out.append(UnlabelledText(f"corpus:{a.corpus}", ids, texts))
     if len(out) >= 1 << (_SHIFT - _FILE_SHIFT):
         raise DataError(f"augment.unlabelled lists {len(out)} files; fix: concatenate them into fewer")
     return out

@@ -382,7 +382,7 @@ def run_precompute(cfg: Config, train: TextDataset, teacher_dir: str) -> Precomp
     """Make sure the shard dir for (cfg, train, teacher) is complete; compute what is missing."""
     t0 = time.time()
     meta = shard_meta(cfg, train, teacher_dir)
-    unlabelled = augment.load_unlabelled(cfg)
+    unlabelled = augment.load_unlabelled(cfg, train)
     if augment.enabled(cfg.augment):
         meta["augment"] = augment.shard_meta(cfg.augment, unlabelled)
     layer_states = layer_states_meta(cfg, teacher_dir)
