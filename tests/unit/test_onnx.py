@@ -55,6 +55,8 @@ def test_export_has_dynamic_batch_and_sequence_axes(exported):
         seqs = encode(tok, texts, 64)
         logits = onnx_logits(session, seqs, batch_size=len(texts), pad_id=tok.pad_token_id)
         assert logits.shape == (len(texts), 2)
+        from_bytes = onnx_session(onnx_path(model_dir).read_bytes(), threads=1)  # what precompute actors get
+        np.testing.assert_allclose(onnx_logits(from_bytes, seqs, len(texts), tok.pad_token_id), logits, atol=1e-6)
     assert len({len(s) for s in encode(tok, [TEXTS[0], TEXTS[7], TEXTS[15]], 64)}) == 3
 
 

@@ -35,13 +35,19 @@ def tiny_dir(tmp_path_factory):
     return make_tiny_bert(tmp_path_factory.mktemp("prune") / "bert", layers=LAYERS, hidden=HIDDEN, heads=HEADS)
 
 
+def ids_and_mask(g: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+    """8 rows of 12 random token ids; the first 4 rows padded after 9 tokens."""
+    ids = torch.randint(1000, 5000, (8, 12), generator=g)
+    mask = torch.ones_like(ids)
+    mask[:4, 9:] = 0
+    return ids, mask
+
+
 def batches(n: int = 3, seed: int = 0) -> list[dict[str, torch.Tensor]]:
     g = torch.Generator().manual_seed(seed)
     out = []
     for _ in range(n):
-        ids = torch.randint(1000, 5000, (8, 12), generator=g)
-        mask = torch.ones_like(ids)
-        mask[:4, 9:] = 0
+        ids, mask = ids_and_mask(g)
         out.append({"input_ids": ids, "attention_mask": mask, "labels": torch.randint(0, 2, (8,), generator=g)})
     return out
 
@@ -174,9 +180,7 @@ def qa_batches(n: int = 3, seed: int = 0) -> list[dict[str, torch.Tensor]]:
     g = torch.Generator().manual_seed(seed)
     out = []
     for _ in range(n):
-        ids = torch.randint(1000, 5000, (8, 12), generator=g)
-        mask = torch.ones_like(ids)
-        mask[:4, 9:] = 0
+        ids, mask = ids_and_mask(g)
         types = torch.zeros_like(ids)
         types[:, 4:] = 1
         start = torch.randint(4, 8, (8,), generator=g)

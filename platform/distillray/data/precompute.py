@@ -87,15 +87,10 @@ class OnnxTeacherLogits:
 
     def __init__(self, model_dir: str, model_ref: list, max_length: int, batch_size: int, logits_dtype: str,
                  threads: int, run_name: str = "") -> None:
-        import tempfile
-
         from distillray.models import load_tokenizer
         from distillray.models.onnx import onnx_session
 
-        with tempfile.TemporaryDirectory() as tmp:  # the session keeps the graph in memory
-            path = Path(tmp) / "model.onnx"
-            path.write_bytes(ray.get(model_ref[0]))
-            self.session = onnx_session(path, threads=max(1, threads))
+        self.session = onnx_session(ray.get(model_ref[0]), threads=max(1, threads))
         self.tokenizer = load_tokenizer(model_dir)
         self.max_length, self.batch_size = max_length, batch_size
         self.logits_dtype, self.run_name = logits_dtype, run_name
@@ -203,14 +198,9 @@ class OnnxQATeacherLogits:
     export, checked against torch by the driver (`onnx_teacher`) and shipped as bytes."""
 
     def __init__(self, model_ref: list, batch_size: int, logits_dtype: str, threads: int, run_name: str = "") -> None:
-        import tempfile
-
         from distillray.models.onnx import onnx_session
 
-        with tempfile.TemporaryDirectory() as tmp:  # the session keeps the graph in memory
-            path = Path(tmp) / "model.onnx"
-            path.write_bytes(ray.get(model_ref[0]))
-            self.session = onnx_session(path, threads=max(1, threads))
+        self.session = onnx_session(ray.get(model_ref[0]), threads=max(1, threads))
         self.batch_size, self.logits_dtype, self.run_name = batch_size, logits_dtype, run_name
 
     def __call__(self, batch: pa.Table) -> pa.Table:

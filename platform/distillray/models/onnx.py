@@ -163,12 +163,12 @@ def fused_ops(path: str | Path) -> dict[str, int]:
     return dict(sorted(counts.items()))
 
 
-def onnx_session(path: str | Path, threads: int | None = None) -> ort.InferenceSession:
-    """An ONNX Runtime CPU session: `threads` intra-op threads (default: ORT's, one per core), all
-    graph optimisations, operators run one after another (a BERT graph is a chain). Idle threads
-    sleep instead of spinning: on a shared node (or beside torch, timed in alternation) a spinning
-    pool burns the cores the next call needs."""
-    if not Path(path).is_file():
+def onnx_session(path: str | Path | bytes, threads: int | None = None) -> ort.InferenceSession:
+    """An ONNX Runtime CPU session over a file or a model's bytes: `threads` intra-op threads
+    (default: ORT's, one per core), all graph optimisations, operators run one after another (a
+    BERT graph is a chain). Idle threads sleep instead of spinning: on a shared node (or beside
+    torch, timed in alternation) a spinning pool burns the cores the next call needs."""
+    if not isinstance(path, bytes) and not Path(path).is_file():
         raise ModelError(f"{path}: no ONNX model there; fix: export it first "
                          "(python jobs/export_onnx.py --model <model dir>)")
     opts = ort.SessionOptions()
@@ -178,7 +178,8 @@ def onnx_session(path: str | Path, threads: int | None = None) -> ort.InferenceS
     opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
     if threads:
         opts.intra_op_num_threads = threads
-    return ort.InferenceSession(str(path), sess_options=opts, providers=["CPUExecutionProvider"])
+    model = path if isinstance(path, bytes) else str(path)
+    return ort.InferenceSession(model, sess_options=opts, providers=["CPUExecutionProvider"])
 
 
 def onnx_param_count(path: str | Path) -> int:
