@@ -202,7 +202,8 @@ class AugmentConfig(_Section):
     corpus: str | None = None
     """A datasets dir (../shared/data) whose train splits the teacher labels as unlabelled text, the
     task-agnostic corpus (data/corpus.py): SST-2's sentences, both texts of MRPC and RTE pairs,
-    SQuAD contexts cut into sentences; deduplicated, no dev row. null: none."""
+    SQuAD contexts cut into sentences; deduplicated, no dev row, none of the run's labelled train
+    texts. null: none."""
 
 
 class DistillConfig(_Section):
