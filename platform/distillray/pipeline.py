@@ -142,7 +142,8 @@ def finetune_teacher(task: Task, init_dir: str) -> TeacherResult:
 def precompute(task: Task, teacher_dir: str) -> PrecomputeResult:
     """Teacher logits for task.train, as shards in the cache (reused when complete); linked
     from the run dir as output/logits."""
-    from distillray.data.precompute import run_precompute, run_qa_precompute
+    from distillray.data.precompute import run_precompute
+    from distillray.data.precompute_qa import run_qa_precompute
 
     t0 = time.time()
     run = run_qa_precompute if task.cfg.data.task == "qa" else run_precompute

@@ -145,7 +145,8 @@ def test_onnx_precompute_writes_the_qa_teachers_start_end_logits(run, tmp_path, 
 
     import numpy as np
 
-    from distillray.data.precompute import QATeacherLogits, onnx_teacher
+    from distillray.data.precompute import onnx_teacher
+    from distillray.data.precompute_qa import QATeacherLogits
     from distillray.errors import ModelError
     from tiny import make_tiny_qa_bert
 
