@@ -68,9 +68,14 @@ def test_distill_job_writes_a_complete_report(distilled):
 def test_training_learns(distilled):
     out, _ = distilled
     hist = [json.loads(ln) for ln in (out / "metrics" / "distill.jsonl").read_text().splitlines()]
-    losses = [h["train_loss"] for h in hist if "train_loss" in h]
     assert {"train_loss_kd", "train_loss_ce", "lr", "examples_per_s", "step_time_s"} <= set(hist[0])
-    assert np.mean(losses[-3:]) < 0.7 * np.mean(losses[:2])
+    # The labels' CE, over the last epoch against the first two windows: the total is no measure, since
+    # its KD term starts near 0 (the cut student and a low-confidence tiny teacher both near uniform)
+    # and grows as the student learns the labels past the teacher.
+    windows = [h for h in hist if "train_loss_ce" in h]
+    first = [h["train_loss_ce"] for h in windows[:2]]
+    last = [h["train_loss_ce"] for h in windows if h["epoch"] == windows[-1]["epoch"]]
+    assert len(last) >= 4 and np.mean(last) < 0.7 * np.mean(first), (first, last)
     report = json.loads((out / "report.json").read_text())
     assert report["teacher"]["accuracy"] > 0.8  # the smoke sample is easy: a working loop learns it
 
